@@ -1,0 +1,33 @@
+"""ament_python setup for fmdepth_ros (also installable with plain pip)."""
+
+from glob import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'fmdepth_ros'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        (os.path.join('share', PACKAGE), ['package.xml']),
+        (os.path.join('share', PACKAGE, 'launch'), glob('launch/*.launch.py')),
+        (os.path.join('share', PACKAGE, 'config'), glob('config/*.yaml')),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='fmdepth_ros maintainers',
+    maintainer_email='maintainers@fmdepth-ros.dev',
+    description='FeatDepth self-supervised monocular depth and egomotion for ROS 2.',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'fmdepth = fmdepth_ros.cli:main',
+            'depth_node = fmdepth_ros.ros.depth_node:main',
+        ],
+    },
+)

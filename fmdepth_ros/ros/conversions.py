@@ -1,0 +1,266 @@
+"""sensor_msgs / geometry_msgs / nav_msgs <-> numpy conversions (cv_bridge is not on PyPI).
+
+Encoding semantics follow cv_bridge's ``imgmsg_to_cv2(msg, 'rgb8')``: 8-bit colour encodings are
+reordered to RGB, ``mono8`` is replicated to three channels, alpha is dropped, and ``step`` (row
+stride in bytes, possibly padded) is honoured. Everything is vectorised numpy (no pixel loops).
+Output depth images are REP-118 ``32FC1`` metres with NaN for invalid pixels.
+"""
+
+import math
+
+import cv2
+import numpy as np
+from geometry_msgs.msg import TransformStamped
+from nav_msgs.msg import Odometry
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, Image
+
+# encoding -> (channels, index of R,G,B in a pixel); mono8 replicates its single channel.
+IMAGE_ENCODINGS = {
+    'rgb8': (3, (0, 1, 2)),
+    'bgr8': (3, (2, 1, 0)),
+    'rgba8': (4, (0, 1, 2)),
+    'bgra8': (4, (2, 1, 0)),
+    'mono8': (1, (0, 0, 0)),
+}
+
+
+def image_to_rgb(msg):
+    """sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) -> [H,W,3] uint8 RGB (a copy).
+
+    Raises:
+        ValueError: unsupported encoding, empty image, or width/height/step inconsistent with
+            the data length (one-line message naming the values).
+    """
+    encoding = msg.encoding.lower()
+    if encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f'unsupported image encoding {msg.encoding!r} '
+                         f'(supported: {", ".join(IMAGE_ENCODINGS)})')
+    channels, order = IMAGE_ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ValueError(f'empty image ({width}x{height})')
+    if step < width * channels:
+        raise ValueError(f'step {step} is smaller than width {width} x {channels} bytes '
+                         f'for {encoding}')
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    # The last row may omit its padding, as cv_bridge accepts.
+    needed = step * (height - 1) + width * channels
+    if data.size < needed:
+        raise ValueError(f'image data has {data.size} bytes, {encoding} {width}x{height} '
+                         f'with step {step} needs {step * height}')
+    if data.size < step * height:
+        data = np.concatenate([data, np.zeros(step * height - data.size, np.uint8)])
+    rows = data[:step * height].reshape(height, step)[:, :width * channels]
+    pixels = rows.reshape(height, width, channels)
+    return np.ascontiguousarray(pixels[:, :, list(order)])
+
+
+def compressed_to_rgb(msg):
+    """sensor_msgs/CompressedImage (jpeg/png) -> [H,W,3] uint8 RGB; ValueError if undecodable."""
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise ValueError('empty compressed image')
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f'cannot decode compressed image (format {msg.format!r}, '
+                         f'{data.size} bytes)')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def rgb_to_image(rgb, header, encoding='rgb8'):
+    """Convert [H,W,3] uint8 RGB to a sensor_msgs/Image in ``encoding`` (see IMAGE_ENCODINGS)."""
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    if encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f'unsupported image encoding {encoding!r}')
+    channels, order = IMAGE_ENCODINGS[encoding]
+    if channels == 1:
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None]
+    else:
+        pixels = np.empty(rgb.shape[:2] + (channels,), np.uint8)
+        pixels[:, :, list(order)] = rgb
+        if channels == 4:
+            pixels[:, :, 3] = 255
+    msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding,
+                is_bigendian=0, step=rgb.shape[1] * channels)
+    msg.data = np.ascontiguousarray(pixels).tobytes()
+    return msg
+
+
+def depth_to_image(depth, header):
+    """[H,W] float depth in metres -> 32FC1 sensor_msgs/Image with ``header`` (NaN = invalid)."""
+    depth = np.ascontiguousarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f'depth must be [H,W], got shape {depth.shape}')
+    msg = Image(header=header, height=depth.shape[0], width=depth.shape[1], encoding='32FC1',
+                is_bigendian=int(not np.little_endian), step=depth.shape[1] * 4)
+    msg.data = depth.tobytes()
+    return msg
+
+
+def image_to_depth(msg):
+    """32FC1 sensor_msgs/Image -> [H,W] float32 metres (inverse of :func:`depth_to_image`)."""
+    if msg.encoding != '32FC1':
+        raise ValueError(f'expected a 32FC1 depth image, got {msg.encoding!r}')
+    data = np.frombuffer(msg.data, dtype='>f4' if msg.is_bigendian else '<f4')
+    rows = data.reshape(msg.height, msg.step // 4)[:, :msg.width]
+    return rows.astype(np.float32)
+
+
+def colorize_depth(depth, min_depth=None, max_depth=None):
+    """[H,W] depth -> [H,W,3] uint8 RGB colour map (inverse depth, turbo; NaN -> black).
+
+    The range is fixed by ``min_depth``/``max_depth`` when given (stable colours between frames),
+    else taken from the finite values of this frame.
+    """
+    depth = np.asarray(depth, dtype=np.float32)
+    finite = np.isfinite(depth) & (depth > 0)
+    if not finite.any():
+        return np.zeros(depth.shape + (3,), np.uint8)
+    lo = float(min_depth) if min_depth else float(depth[finite].min())
+    hi = float(max_depth) if max_depth else float(depth[finite].max())
+    inv = np.zeros_like(depth)
+    inv[finite] = 1.0 / np.clip(depth[finite], lo, max(hi, lo * 1.0001))
+    span = max(1.0 / lo - 1.0 / hi, 1e-12)
+    scaled = np.clip((inv - 1.0 / hi) / span, 0.0, 1.0)
+    grey = (scaled * 255.0).astype(np.uint8)
+    bgr = cv2.applyColorMap(grey, cv2.COLORMAP_TURBO)
+    bgr[~finite] = 0
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def camera_info_to_K(msg):
+    """Return the [3,3] float64 K of a CameraInfo; ValueError unless fx, fy are finite and > 0."""
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if not np.all(np.isfinite(K)) or fx <= 0 or fy <= 0:
+        raise ValueError(f'invalid camera_info intrinsics fx={fx} fy={fy} cx={cx} cy={cy}')
+    return K
+
+
+def scaled_camera_info(msg, width, height, header=None):
+    """Copy of ``msg`` for an image resized to ``width`` x ``height`` (K, P, ROI scaled)."""
+    sx = width / float(msg.width) if msg.width else 1.0
+    sy = height / float(msg.height) if msg.height else 1.0
+    out = CameraInfo(header=header if header is not None else msg.header,
+                     width=int(width), height=int(height),
+                     distortion_model=msg.distortion_model, d=list(msg.d),
+                     binning_x=msg.binning_x, binning_y=msg.binning_y)
+    scale = np.array([[sx, 0, 0], [0, sy, 0], [0, 0, 1]])
+    out.k = (scale @ np.asarray(msg.k, dtype=np.float64).reshape(3, 3)).ravel().tolist()
+    out.r = list(msg.r)
+    out.p = (scale @ np.asarray(msg.p, dtype=np.float64).reshape(3, 4)).ravel().tolist()
+    out.roi.x_offset = int(round(msg.roi.x_offset * sx))
+    out.roi.y_offset = int(round(msg.roi.y_offset * sy))
+    out.roi.width = int(round(msg.roi.width * sx))
+    out.roi.height = int(round(msg.roi.height * sy))
+    out.roi.do_rectify = msg.roi.do_rectify
+    return out
+
+
+def camera_info_for(header, K, width, height):
+    """Build a minimal CameraInfo (plumb_bob, no distortion) for intrinsics ``K`` [3,3] pixels."""
+    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    msg = CameraInfo(header=header, width=int(width), height=int(height),
+                     distortion_model='plumb_bob', d=[0.0] * 5)
+    msg.k = K.ravel().tolist()
+    msg.r = np.eye(3).ravel().tolist()
+    msg.p = np.hstack([K, np.zeros((3, 1))]).ravel().tolist()
+    return msg
+
+
+def matrix_to_xyz_quat(T):
+    """[4,4] rigid transform -> (translation (x,y,z), quaternion (x,y,z,w)) as numpy arrays."""
+    T = np.asarray(T, dtype=np.float64)
+    return T[:3, 3].copy(), Rotation.from_matrix(T[:3, :3]).as_quat()
+
+
+def xyz_rpy_to_matrix(xyz, rpy):
+    """Convert xyz metres + roll, pitch, yaw radians (fixed axes x-y-z) -> [4,4]."""
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler('xyz', rpy).as_matrix()
+    T[:3, 3] = xyz
+    return T
+
+
+def transform_to_matrix(transform):
+    """geometry_msgs/Transform -> [4,4] float64."""
+    q = transform.rotation
+    t = transform.translation
+    quat = np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
+    if not np.all(np.isfinite(quat)) or np.linalg.norm(quat) < 1e-9:
+        raise ValueError('invalid rotation quaternion in transform')
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(quat).as_matrix()
+    T[:3, 3] = [t.x, t.y, t.z]
+    return T
+
+
+def _fill_pose(position, orientation, T):
+    xyz, quat = matrix_to_xyz_quat(T)
+    position.x, position.y, position.z = (float(v) for v in xyz)
+    orientation.x, orientation.y, orientation.z, orientation.w = (float(v) for v in quat)
+
+
+def make_transform(T, stamp, parent_frame, child_frame):
+    """[4,4] ``T_parent_child`` -> geometry_msgs/TransformStamped."""
+    msg = TransformStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = parent_frame
+    msg.child_frame_id = child_frame
+    xyz, quat = matrix_to_xyz_quat(T)
+    tr = msg.transform.translation
+    tr.x, tr.y, tr.z = (float(v) for v in xyz)
+    rot = msg.transform.rotation
+    rot.x, rot.y, rot.z, rot.w = (float(v) for v in quat)
+    return msg
+
+
+def make_odometry(T, stamp, odom_frame, base_frame, pose_cov=None, twist=None,
+                  twist_cov=None):
+    """nav_msgs/Odometry for pose ``T_odom_base`` [4,4].
+
+    ``pose_cov``/``twist_cov``: 6 diagonal variances (x, y, z, roll, pitch, yaw) or a [6,6]
+    matrix; ``twist``: (vx, vy, vz, wx, wy, wz) in ``base_frame``.
+    """
+    msg = Odometry()
+    msg.header.stamp = stamp
+    msg.header.frame_id = odom_frame
+    msg.child_frame_id = base_frame
+    _fill_pose(msg.pose.pose.position, msg.pose.pose.orientation, T)
+    msg.pose.covariance = _covariance(pose_cov)
+    if twist is not None:
+        lin, ang = msg.twist.twist.linear, msg.twist.twist.angular
+        lin.x, lin.y, lin.z, ang.x, ang.y, ang.z = (float(v) for v in twist)
+    msg.twist.covariance = _covariance(twist_cov)
+    return msg
+
+
+def _covariance(cov):
+    if cov is None:
+        return [0.0] * 36
+    cov = np.asarray(cov, dtype=np.float64)
+    if cov.shape == (6,):
+        cov = np.diag(cov)
+    if cov.shape != (6, 6):
+        raise ValueError(f'covariance must be 6 variances or [6,6], got {cov.shape}')
+    return cov.ravel().tolist()
+
+
+def stamp_to_ns(stamp):
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def stamp_from_ns(ns):
+    """Integer nanoseconds -> builtin_interfaces/Time."""
+    from builtin_interfaces.msg import Time
+    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+def is_finite_number(value):
+    """Return True for a finite float/int."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

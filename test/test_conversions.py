@@ -1,0 +1,134 @@
+"""Tests for fmdepth_ros.ros.conversions on real sensor_msgs messages."""
+
+import cv2
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from fmdepth_ros.ros import conversions as conv
+
+
+def _rgb(h=5, w=7):
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'rgba8', 'bgra8'])
+def test_colour_encodings_round_trip(encoding):
+    """Colour encodings round trip."""
+    rgb = _rgb()
+    msg = conv.rgb_to_image(rgb, Header(frame_id='cam'), encoding)
+    assert msg.encoding == encoding
+    np.testing.assert_array_equal(conv.image_to_rgb(msg), rgb)
+
+
+def test_bgr8_byte_order_matches_cv_bridge():
+    """Bgr8 byte order matches cv bridge."""
+    bgr = np.zeros((1, 1, 3), np.uint8)
+    bgr[0, 0] = (10, 20, 30)     # B, G, R as OpenCV / cv_bridge store it
+    msg = Image(height=1, width=1, encoding='bgr8', step=3, data=bgr.tobytes())
+    assert tuple(conv.image_to_rgb(msg)[0, 0]) == (30, 20, 10)
+
+
+def test_mono8_is_replicated():
+    """Mono8 is replicated."""
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    msg = Image(height=3, width=4, encoding='mono8', step=4, data=grey.tobytes())
+    out = conv.image_to_rgb(msg)
+    assert out.shape == (3, 4, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[:, :, c], grey)
+
+
+def test_step_padding_is_skipped():
+    """Step padding is skipped."""
+    rgb = _rgb(4, 5)
+    padded = np.zeros((4, 5 * 3 + 7), np.uint8)
+    padded[:, :15] = rgb.reshape(4, 15)
+    padded[:, 15:] = 99
+    msg = Image(height=4, width=5, encoding='rgb8', step=22, data=padded.tobytes())
+    np.testing.assert_array_equal(conv.image_to_rgb(msg), rgb)
+
+
+@pytest.mark.parametrize('fields, match', [
+    (dict(encoding='yuv422'), 'unsupported image encoding'),
+    (dict(width=0), 'empty image'),
+    (dict(step=10), 'step 10 is smaller'),
+    (dict(height=9), 'needs'),
+])
+def test_invalid_images_raise_clear_errors(fields, match):
+    """Invalid images raise clear errors."""
+    rgb = _rgb(4, 5)
+    msg = conv.rgb_to_image(rgb, Header())
+    for key, value in fields.items():
+        setattr(msg, key, value)
+    with pytest.raises(ValueError, match=match):
+        conv.image_to_rgb(msg)
+
+
+def test_compressed_jpeg_and_png():
+    """Compressed jpeg and png."""
+    rgb = _rgb(16, 16)
+    ok, png = cv2.imencode('.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    msg = CompressedImage(format='png', data=png.tobytes())
+    np.testing.assert_array_equal(conv.compressed_to_rgb(msg), rgb)
+    with pytest.raises(ValueError, match='cannot decode'):
+        conv.compressed_to_rgb(CompressedImage(format='jpeg', data=b'not a jpeg'))
+
+
+def test_depth_round_trip_keeps_header_and_nan():
+    """Depth round trip keeps header and nan."""
+    depth = np.array([[1.5, np.nan], [3.0, 80.0]], np.float32)
+    header = Header(frame_id='camera_optical')
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    msg = conv.depth_to_image(depth, header)
+    assert msg.encoding == '32FC1' and msg.step == 8
+    assert msg.header.stamp.sec == 12 and msg.header.frame_id == 'camera_optical'
+    np.testing.assert_array_equal(conv.image_to_depth(msg), depth)
+
+
+def test_colorize_depth_shape_and_invalid_black():
+    """Colorize depth shape and invalid black."""
+    depth = np.array([[1.0, 2.0], [np.nan, 50.0]], np.float32)
+    col = conv.colorize_depth(depth, 0.5, 100.0)
+    assert col.shape == (2, 2, 3) and col.dtype == np.uint8
+    assert not col[1, 0].any() and col[0, 0].any()
+
+
+def test_camera_info_K_validation_and_scaling():
+    """Camera info K validation and scaling."""
+    K = np.array([[100.0, 0, 48], [0, 90.0, 32], [0, 0, 1]])
+    info = conv.camera_info_for(Header(frame_id='c'), K, 96, 64)
+    np.testing.assert_allclose(conv.camera_info_to_K(info), K)
+    half = conv.scaled_camera_info(info, 48, 32)
+    np.testing.assert_allclose(conv.camera_info_to_K(half)[:2], K[:2] / 2)
+    assert (half.width, half.height) == (48, 32)
+    assert np.asarray(half.p).reshape(3, 4)[0, 0] == 50.0
+    for bad in (0.0, float('nan')):
+        broken = CameraInfo()
+        broken.k = [bad, 0.0, 48.0, 0.0, 90.0, 32.0, 0.0, 0.0, 1.0]
+        with pytest.raises(ValueError, match='invalid camera_info intrinsics'):
+            conv.camera_info_to_K(broken)
+
+
+def test_transform_and_odometry_builders():
+    """Transform and odometry builders."""
+    T = conv.xyz_rpy_to_matrix([1.0, 2.0, 3.0], [0.1, -0.2, 0.3])
+    tf = conv.make_transform(T, Header().stamp, 'odom', 'base_link')
+    q = tf.transform.rotation
+    np.testing.assert_allclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), T[:3, :3],
+                               atol=1e-12)
+    np.testing.assert_allclose(conv.transform_to_matrix(tf.transform), T, atol=1e-12)
+    odom = conv.make_odometry(T, Header().stamp, 'odom', 'base_link', pose_cov=[1, 2, 3, 4, 5, 6])
+    assert odom.child_frame_id == 'base_link'
+    assert odom.pose.pose.position.z == 3.0
+    assert odom.pose.covariance[7] == 2.0 and odom.pose.covariance[35] == 6.0
+
+
+def test_stamp_ns_round_trip():
+    """Stamp ns round trip."""
+    stamp = conv.stamp_from_ns(5_000_000_123)
+    assert (stamp.sec, stamp.nanosec) == (5, 123)
+    assert conv.stamp_to_ns(stamp) == 5_000_000_123

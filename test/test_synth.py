@@ -53,13 +53,13 @@ def test_depth_and_poses_are_geometrically_consistent(seq):
     """Warp frame 4 into frame 0 with GT depth and poses: colours must match."""
     K, Kinv = seq.K, np.linalg.inv(seq.K)
     h, w = seq.depths.shape[1:]
-    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    u, v = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))  # centres
     pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)])
     pts0 = Kinv @ pix * seq.depths[0].ravel()                       # camera 0 points
     T_1_0 = np.linalg.inv(seq.poses[4]) @ seq.poses[0]
     pts1 = T_1_0[:3, :3] @ pts0 + T_1_0[:3, 3:]
     proj = K @ pts1
-    u1, v1 = proj[0] / proj[2] - 0.5, proj[1] / proj[2] - 0.5      # pixel index coordinates
+    u1, v1 = proj[0] / proj[2], proj[1] / proj[2]
     inside = (u1 > 1) & (u1 < w - 2) & (v1 > 1) & (v1 < h - 2)
     ui, vi = np.round(u1[inside]).astype(int), np.round(v1[inside]).astype(int)
     warped = seq.images[4][vi, ui].astype(np.float32)
@@ -68,8 +68,8 @@ def test_depth_and_poses_are_geometrically_consistent(seq):
     # Against a wrong depth (x0.5) the error must be clearly larger.
     pts_bad = T_1_0[:3, :3] @ (pts0 * 0.5) + T_1_0[:3, 3:]
     proj_b = K @ pts_bad
-    ub = np.clip(np.round(proj_b[0] / proj_b[2] - 0.5).astype(int), 0, w - 1)[inside]
-    vb = np.clip(np.round(proj_b[1] / proj_b[2] - 0.5).astype(int), 0, h - 1)[inside]
+    ub = np.clip(np.round(proj_b[0] / proj_b[2]).astype(int), 0, w - 1)[inside]
+    vb = np.clip(np.round(proj_b[1] / proj_b[2]).astype(int), 0, h - 1)[inside]
     err_bad = np.abs(seq.images[4][vb, ub].astype(np.float32) - target).mean()
     assert inside.mean() > 0.5
     assert err < 12.0

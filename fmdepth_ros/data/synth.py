@@ -287,13 +287,14 @@ def render_sequence(num_frames, width=192, height=64, seed=0, speed_range=(0.2, 
     K = default_intrinsics(width, height)
     inv_K = np.linalg.inv(K)
     ss = max(int(supersample), 1)
-    # Sub-pixel sample offsets; the centre ray (for depth) is computed separately.
-    offs = (np.arange(ss) + 0.5) / ss
+    # Pixel (u, v) has its centre at integer coordinates (OpenCV / ROS and geometry.py
+    # convention). Sub-pixel sample offsets; the centre ray (for depth) is cast separately.
+    offs = (np.arange(ss) + 0.5) / ss - 0.5
     us = (np.arange(width)[None, :, None, None] + offs[None, None, None, :])
     vs = (np.arange(height)[:, None, None, None] + offs[None, None, :, None])
     us, vs = np.broadcast_arrays(us, vs)                       # [H, W, ss, ss]
     pix_ss = np.stack([us.ravel(), vs.ravel(), np.ones(us.size)], 0)
-    cu, cv = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    cu, cv = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
     pix_c = np.stack([cu.ravel(), cv.ravel(), np.ones(cu.size)], 0)
     rays_ss = (inv_K @ pix_ss).T                               # camera rays with z = 1
     rays_c = (inv_K @ pix_c).T

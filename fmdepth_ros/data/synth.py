@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmdepth_ros.metrics import load_poses_kitti, save_poses_kitti
+
 FRAME_PERIOD_NS = 100_000_000   # 10 Hz like KITTI
 _TEXTURE_SIZE = 256             # texels per tile side
 _FAR = 1e6                      # "no hit" distance in metres
@@ -319,24 +321,6 @@ def _atomic_write_text(path, text):
     os.replace(tmp, path)
 
 
-def save_poses_kitti(path, poses):
-    """Write poses [N, 4, 4] as KITTI odometry lines (3x4 row-major), atomically."""
-    poses = np.asarray(poses, dtype=np.float64)
-    lines = [' '.join(f'{v:.9e}' for v in p[:3, :4].ravel()) for p in poses]
-    _atomic_write_text(path, '\n'.join(lines) + '\n')
-
-
-def load_poses_kitti(path):
-    """Read KITTI odometry poses (12 numbers per line) into [N, 4, 4] float64."""
-    data = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    if data.shape[1] != 12:
-        raise ValueError(f'{path}: expected 12 numbers per line (KITTI 3x4 poses), '
-                         f'got {data.shape[1]}')
-    poses = np.tile(np.eye(4), (data.shape[0], 1, 1))
-    poses[:, :3, :4] = data.reshape(-1, 3, 4)
-    return poses
-
-
 def write_sequence(seq, out_dir):
     """Write ``seq`` to ``out_dir`` (layout in the module docstring), each file atomically."""
     from PIL import Image
@@ -416,3 +400,8 @@ def run(args):
     print(f'wrote {len(seq)} frames {args.width}x{args.height} to {args.out_dir} '
           f'(depth {seq.depths.min():.2f}-{seq.depths.max():.2f} m)')
     return 0
+
+
+__all__ = ['SyntheticSequence', 'render_sequence', 'write_sequence', 'read_sequence',
+           'default_intrinsics', 'is_synthetic_dir', 'load_poses_kitti', 'save_poses_kitti',
+           'configure_parser', 'run']

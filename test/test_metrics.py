@@ -1,0 +1,156 @@
+"""Tests of fmdepth_ros.metrics on hand-computed values."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from fmdepth_ros.metrics import (chain_poses, compute_ate, compute_depth_errors,
+                                 disparity_to_eval_depth, evaluate_depth, garg_crop_mask,
+                                 load_poses_kitti, mean_errors, save_poses_kitti, snippet_ate,
+                                 umeyama_alignment)
+
+KITTI_GT = '/work/shared/data/kitti_raw_0001_gt_depth'
+
+
+def test_depth_errors_hand_computed():
+    """Gt (1, 2, 4) vs pred (2, 2, 2), every error worked out by hand."""
+    e = compute_depth_errors([1.0, 2.0, 4.0], [2.0, 2.0, 2.0])
+    assert e['abs_rel'] == pytest.approx((1.0 + 0.0 + 0.5) / 3)
+    assert e['sq_rel'] == pytest.approx((1.0 + 0.0 + 1.0) / 3)
+    assert e['rmse'] == pytest.approx(math.sqrt(5.0 / 3))
+    assert e['rmse_log'] == pytest.approx(math.log(2) * math.sqrt(2.0 / 3))
+    # Ratios 2, 1, 2: only the exact pixel is within 1.25, 1.5625 and 1.953125.
+    assert (e['a1'], e['a2'], e['a3']) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+
+
+def test_delta_thresholds():
+    """Ratios 1, 1.3, 1.6, 1.9 in both directions fall in 1.25 / 1.25^2 / 1.25^3 as expected."""
+    pred = np.array([1.0, 1.3, 1.6, 1.9])
+    for gt, p in ((np.ones(4), pred), (pred, np.ones(4))):
+        e = compute_depth_errors(gt, p)
+        assert (e['a1'], e['a2'], e['a3']) == pytest.approx((0.25, 0.5, 1.0))
+    with pytest.raises(ValueError):
+        compute_depth_errors([1.0], [1.0, 2.0])
+
+
+def test_garg_crop_mask_bounds():
+    """Rows int(0.408h)..int(0.992h), columns int(0.036w)..int(0.964w)."""
+    m = garg_crop_mask(100, 200)
+    rows, cols = np.nonzero(m)
+    assert (rows.min(), rows.max()) == (40, 98)
+    assert (cols.min(), cols.max()) == (7, 191)
+
+
+def test_median_scaling_crop_and_cap():
+    """Median scaling removes a global scale; pixels outside crop / over 80 m are ignored."""
+    gt = np.full((10, 10), 10.0)
+    gt[9, 5] = 20.0
+    pred = gt / 4.0
+    pred[0, 0] = 100.0             # outside the Garg crop (row 0)
+    gt[5, 5], pred[5, 5] = 90.0, 1.0   # beyond the 80 m cap: excluded
+    errors, ratio = evaluate_depth(gt, pred)
+    assert ratio == pytest.approx(4.0)
+    assert errors['abs_rel'] == pytest.approx(0.0, abs=1e-12)
+    assert errors['a1'] == 1.0
+    # Without the crop, the bad pixel counts: pred 100*4 clamped to 80 vs gt 10.
+    errors, _ = evaluate_depth(gt, pred, garg_crop=False)
+    n_valid = 99
+    assert errors['abs_rel'] == pytest.approx((80.0 - 10.0) / 10.0 / n_valid)
+
+
+def test_fixed_scale_and_no_valid_pixel():
+    """A fixed scale multiplies the prediction; an empty GT image gives (None, None)."""
+    gt = np.full((10, 10), 6.0)
+    errors, ratio = evaluate_depth(gt, np.full((10, 10), 2.0), median_scaling=False, scale=2.0)
+    assert ratio == 2.0
+    assert errors['abs_rel'] == pytest.approx(2.0 / 6.0)
+    assert evaluate_depth(np.zeros((10, 10)), np.ones((10, 10))) == (None, None)
+    assert mean_errors([{'x': 1.0}, None, {'x': 3.0}]) == {'x': 2.0}
+    with pytest.raises(ValueError, match='resize'):
+        evaluate_depth(gt, np.ones((5, 5)))
+
+
+def test_disparity_to_eval_depth():
+    """Scaled disparity 0.01 + 9.99 * 0.5, resized to the GT shape, then inverted."""
+    depth = disparity_to_eval_depth(np.full((4, 8), 0.5, np.float32), (12, 30))
+    assert depth.shape == (12, 30)
+    np.testing.assert_allclose(depth, 1.0 / (0.01 + 9.99 * 0.5), rtol=1e-6)
+
+
+def test_ate_scale_alignment_hand_computed():
+    """Positions z = (0, 1, 2) vs (0, 1, 1): s = 3/2, errors (0, .5, .5)."""
+    gt = np.tile(np.eye(4), (3, 1, 1))
+    gt[:, 2, 3] = [0.0, 1.0, 2.0]
+    pred = np.tile(np.eye(4), (3, 1, 1))
+    pred[:, 2, 3] = [0.0, 1.0, 1.0]
+    r = compute_ate(gt, pred)
+    assert r['scale'] == pytest.approx(1.5)
+    assert r['ate'] == pytest.approx(math.sqrt(0.5 / 3))
+    assert r['ate_mean'] == pytest.approx(1.0 / 3)
+    assert compute_ate(gt, pred, alignment='none')['ate'] == pytest.approx(math.sqrt(1 / 3))
+
+
+def test_ate_invariant_to_world_frame_and_scale():
+    """A prediction in another world frame and at 1/3 scale aligns to zero error."""
+    rng = np.random.default_rng(0)
+    gt = np.tile(np.eye(4), (6, 1, 1))
+    gt[:, :3, :3] = Rotation.from_rotvec(rng.normal(0, 0.1, (6, 3))).as_matrix()
+    gt[:, :3, 3] = np.cumsum(rng.normal(0, 1, (6, 3)), axis=0)
+    pred = gt.copy()
+    pred[:, :3, 3] /= 3.0
+    world = np.eye(4)
+    world[:3, :3] = Rotation.from_rotvec([0.3, -0.2, 1.0]).as_matrix()
+    world[:3, 3] = [5.0, 1.0, -2.0]
+    pred = world[None] @ pred
+    for alignment in ('scale', 'sim3'):
+        r = compute_ate(gt, pred, alignment)
+        assert r['ate'] < 1e-9
+        assert r['scale'] == pytest.approx(3.0)
+    assert compute_ate(gt, pred, 'se3')['ate'] > 0.1
+    mean, std = snippet_ate(gt, pred, length=3)
+    assert mean < 1e-9 and std < 1e-9
+
+
+def test_umeyama_recovers_similarity():
+    """Known s, R, t are recovered from exact correspondences."""
+    rng = np.random.default_rng(1)
+    src = rng.normal(size=(20, 3))
+    R = Rotation.from_rotvec([0.1, 0.5, -0.3]).as_matrix()
+    dst = 2.5 * src @ R.T + np.array([1.0, 2.0, 3.0])
+    s, R_est, t = umeyama_alignment(src, dst)
+    assert s == pytest.approx(2.5)
+    np.testing.assert_allclose(R_est, R, atol=1e-9)
+    np.testing.assert_allclose(t, [1.0, 2.0, 3.0], atol=1e-9)
+
+
+def test_chain_and_pose_file_io(tmp_path):
+    """Chaining relative steps composes them; KITTI pose files round-trip."""
+    step = np.eye(4)
+    step[:3, :3] = Rotation.from_euler('y', 90, degrees=True).as_matrix()
+    step[2, 3] = 1.0
+    poses = chain_poses([step, step])
+    np.testing.assert_allclose(poses[0], np.eye(4))
+    # Second step moves 1 m along the first step's rotated z axis (world +x).
+    np.testing.assert_allclose(poses[2][:3, 3], [1.0, 0.0, 1.0], atol=1e-12)
+    save_poses_kitti(tmp_path / 'p.txt', poses)
+    np.testing.assert_allclose(load_poses_kitti(tmp_path / 'p.txt'), poses, atol=1e-9)
+
+
+@pytest.mark.skipif(not os.path.isdir(KITTI_GT), reason='real KITTI sample absent')
+def test_real_kitti_gt_png():
+    """KITTI benchmark GT png (uint16 / 256): the GT against itself x0.5 scores perfectly."""
+    from PIL import Image
+
+    gt = np.asarray(Image.open(os.path.join(KITTI_GT, 'depth', '0000000050.png')),
+                    dtype=np.float64) / 256.0
+    assert gt.shape == (375, 1242)
+    pred = np.where(gt > 0, gt * 0.5, 1.0)
+    errors, ratio = evaluate_depth(gt, pred)
+    assert ratio == pytest.approx(2.0)
+    assert errors['abs_rel'] < 1e-9 and errors['a1'] == 1.0
+    noisy = pred * np.random.default_rng(0).uniform(0.9, 1.1, pred.shape)
+    errors, _ = evaluate_depth(gt, noisy)
+    assert 0.01 < errors['abs_rel'] < 0.1

@@ -1,0 +1,406 @@
+"""Read rosbag2 bags (MCAP or sqlite3) without a ROS install, through the ``rosbags`` library.
+
+* :func:`read_bag_frames`: camera frames (decoded RGB + intrinsics) of a bag, topics auto-detected.
+* :func:`read_odometry`, :func:`read_static_transforms`, :func:`read_point_clouds`: the ground
+  truth that ``fmdepth kitti2bag`` writes (used by :mod:`fmdepth_ros.bag_eval`).
+* :class:`BagDataset`: training triplets from a bag (the batch format of docs/architecture.md).
+
+A path may be a bag folder (with ``metadata.yaml``) or a bare ``.mcap`` / ``.db3`` file. A
+missing, truncated or corrupt bag raises :class:`BagError`, a one-line ``CliError``.
+"""
+
+import bisect
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from fmdepth_ros.cli import CliError
+
+IMAGE_TYPE = 'sensor_msgs/msg/Image'
+COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
+INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
+ODOM_TYPE = 'nav_msgs/msg/Odometry'
+TF_TYPE = 'tf2_msgs/msg/TFMessage'
+CLOUD_TYPE = 'sensor_msgs/msg/PointCloud2'
+_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
+
+
+class BagError(CliError):
+    """A bag cannot be read (missing, truncated, corrupt, or lacks a needed topic): one line."""
+
+
+@dataclass
+class BagFrame:
+    """One camera frame of a bag.
+
+    Attributes:
+        stamp_ns: header stamp in nanoseconds.
+        image: [H, W, 3] uint8 RGB.
+        K: [3, 3] float64 intrinsics in pixels of ``image``.
+        frame_id: the image header's frame id.
+    """
+
+    stamp_ns: int
+    image: np.ndarray
+    K: np.ndarray
+    frame_id: str = ''
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time (sec, nanosec) -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@contextmanager
+def open_bag(path):
+    """Open a bag with rosbags' ``AnyReader``; errors become one-line :class:`BagError`.
+
+    Yields:
+        the open reader (``connections``, ``messages()``, ``deserialize()``).
+    """
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f'bag not found: {path}')
+    if path.is_dir() and not (path / 'metadata.yaml').is_file():
+        raise BagError(f'{path} is not a rosbag2 bag (no metadata.yaml); pass the bag folder or '
+                       f'its .mcap / .db3 file')
+    try:
+        reader = AnyReader([path], default_typestore=get_typestore(Stores.ROS2_JAZZY))
+        reader.open()
+    except Exception as exc:  # rosbags raises several types (ReaderError, sqlite3, KeyError...)
+        raise BagError(f'cannot open bag {path}: {_one_line(exc)}') from None
+    try:
+        yield reader
+    except (BagError, GeneratorExit):
+        raise
+    except Exception as exc:
+        raise BagError(f'bag {path} is truncated or corrupt: {_one_line(exc)}') from None
+    finally:
+        try:
+            reader.close()
+        except Exception:  # closing a corrupt bag may fail again; the first error matters
+            pass
+
+
+def _one_line(exc) -> str:
+    text = ' '.join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 200 else text[:197] + '...'
+
+
+def _topics(reader, msgtypes) -> List[str]:
+    return sorted({c.topic for c in reader.connections if c.msgtype in msgtypes})
+
+
+def _namespace(topic: str) -> str:
+    if topic.endswith('/compressed'):
+        topic = topic[:-len('/compressed')]
+    return topic.rsplit('/', 1)[0]
+
+
+def choose_camera_topics(reader, image_topic=None, info_topic=None) -> Tuple[str, Optional[str]]:
+    """Pick the image topic (Image or CompressedImage) and its camera_info topic.
+
+    Auto-detection prefers an image topic with a ``camera_info`` sibling and ignores topics
+    whose name mentions depth. Raises :class:`BagError` when nothing or several equally good
+    candidates exist (pass the topic explicitly then).
+    """
+    images = _topics(reader, {IMAGE_TYPE, COMPRESSED_TYPE})
+    infos = _topics(reader, {INFO_TYPE})
+    if image_topic is None:
+        candidates = [t for t in images if 'depth' not in t] or images
+        if not candidates:
+            raise BagError(f'no sensor_msgs/Image or CompressedImage topic in {reader.paths[0]}')
+        paired = [t for t in candidates if _namespace(t) + '/camera_info' in infos]
+        candidates = paired or candidates
+        raw = [t for t in candidates if not t.endswith('/compressed')]
+        candidates = raw or candidates  # the uncompressed stream when both exist
+        if len(candidates) > 1:
+            raise BagError(f'several image topics ({", ".join(candidates)}): choose one with '
+                           f'--image-topic')
+        image_topic = candidates[0]
+    elif image_topic not in images:
+        raise BagError(f'no image topic {image_topic!r} in the bag (image topics: '
+                       f'{", ".join(images) or "none"})')
+    if info_topic is None:
+        sibling = _namespace(image_topic) + '/camera_info'
+        if sibling in infos:
+            info_topic = sibling
+        elif len(infos) == 1:
+            info_topic = infos[0]
+        elif infos:
+            raise BagError(f'several camera_info topics ({", ".join(infos)}): choose one with '
+                           f'--info-topic')
+    elif info_topic not in infos:
+        raise BagError(f'no camera_info topic {info_topic!r} in the bag')
+    return image_topic, info_topic
+
+
+def decode_image(msg, msgtype: str) -> np.ndarray:
+    """Image (rgb8, bgr8, mono8, rgba8, bgra8) or CompressedImage message -> [H, W, 3] uint8 RGB.
+
+    Works on any object with the message's fields (rosbags or rclpy messages).
+    """
+    import cv2
+    if msgtype == COMPRESSED_TYPE:
+        image = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise BagError(f'cannot decode compressed image (format {msg.format!r})')
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    encoding = msg.encoding.lower()
+    if encoding not in _CHANNELS:
+        raise BagError(f'unsupported image encoding {msg.encoding!r} (supported: '
+                       f'{", ".join(_CHANNELS)})')
+    channels = _CHANNELS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
+                         dtype=np.uint8)
+    if step < width * channels or data.size < step * height:
+        raise BagError(f'image data too short: {data.size} bytes for {width}x{height} '
+                       f'{encoding} with step {step}')
+    image = data[:step * height].reshape(height, step)[:, :width * channels]
+    image = image.reshape(height, width, channels)
+    if encoding == 'mono8':
+        return np.repeat(image, 3, axis=2)
+    if encoding.startswith('bgr'):
+        image = image[:, :, 2::-1]
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def _info_K(msg) -> np.ndarray:
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise BagError('camera_info has a zero focal length (uncalibrated camera)')
+    return K
+
+
+def _read_infos(reader, info_topic) -> Tuple[List[int], List[np.ndarray]]:
+    conns = [c for c in reader.connections if c.topic == info_topic]
+    stamps, Ks = [], []
+    for conn, _, raw in reader.messages(connections=conns):
+        msg = reader.deserialize(raw, conn.msgtype)
+        stamps.append(stamp_to_ns(msg.header.stamp))
+        Ks.append(_info_K(msg))
+    order = np.argsort(stamps, kind='stable')
+    return [stamps[i] for i in order], [Ks[i] for i in order]
+
+
+def _match_K(stamps, Ks, stamp):
+    """Exact stamp match, else the latest earlier camera_info, else the first one."""
+    i = bisect.bisect_right(stamps, stamp) - 1
+    return Ks[max(i, 0)]
+
+
+def read_bag_frames(path, image_topic=None, info_topic=None) -> Iterator[BagFrame]:
+    """Yield the camera frames of a bag in recording order.
+
+    Args:
+        path: bag folder, ``.mcap`` or ``.db3`` file.
+        image_topic, info_topic: topic names, auto-detected when None (see
+            :func:`choose_camera_topics`).
+
+    Yields:
+        :class:`BagFrame` with image [H, W, 3] uint8 RGB and K [3, 3] in its pixels.
+
+    Raises:
+        BagError: unreadable bag, no image / camera_info topic, undecodable image.
+    """
+    with open_bag(path) as reader:
+        image_topic, info_topic = choose_camera_topics(reader, image_topic, info_topic)
+        if info_topic is None:
+            raise BagError(f'no sensor_msgs/CameraInfo topic in {path}: intrinsics are needed')
+        stamps, Ks = _read_infos(reader, info_topic)
+        if not Ks:
+            raise BagError(f'no messages on {info_topic} in {path}')
+        conns = [c for c in reader.connections if c.topic == image_topic]
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            stamp = stamp_to_ns(msg.header.stamp)
+            image = decode_image(msg, conn.msgtype)
+            yield BagFrame(stamp, image, _match_K(stamps, Ks, stamp), msg.header.frame_id)
+
+
+# ----------------------------------------------------------------------------- ground truth
+
+def _quat_matrix(position, orientation) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+    T = np.eye(4)
+    q = [orientation.x, orientation.y, orientation.z, orientation.w]
+    if np.linalg.norm(q) > 0:
+        T[:3, :3] = Rotation.from_quat(q).as_matrix()
+    T[:3, 3] = [position.x, position.y, position.z]
+    return T
+
+
+@dataclass
+class Trajectory:
+    """Poses from nav_msgs/Odometry messages.
+
+    Attributes:
+        stamps_ns: [N] int64 header stamps.
+        poses: [N, 4, 4] float64 T_frame_child (child pose in ``frame_id``), metres.
+        frame_id, child_frame_id: frames of the first message.
+    """
+
+    stamps_ns: np.ndarray
+    poses: np.ndarray
+    frame_id: str
+    child_frame_id: str
+
+
+def read_odometry(path, topic) -> Trajectory:
+    """Read every nav_msgs/Odometry message of ``topic`` (sorted by stamp)."""
+    with open_bag(path) as reader:
+        conns = [c for c in reader.connections if c.topic == topic and c.msgtype == ODOM_TYPE]
+        if not conns:
+            raise BagError(f'no nav_msgs/Odometry topic {topic!r} in {path}')
+        stamps, poses, frames = [], [], None
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            stamps.append(stamp_to_ns(msg.header.stamp))
+            poses.append(_quat_matrix(msg.pose.pose.position, msg.pose.pose.orientation))
+            frames = frames or (msg.header.frame_id, msg.child_frame_id)
+    order = np.argsort(stamps, kind='stable')
+    return Trajectory(np.asarray(stamps, dtype=np.int64)[order],
+                      np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4)[order],
+                      *(frames or ('', '')))
+
+
+def read_static_transforms(path, topic='/tf_static') -> Dict[Tuple[str, str], np.ndarray]:
+    """Read ``/tf_static``: {(parent, child): T_parent_child [4, 4]} (empty when absent)."""
+    transforms = {}
+    with open_bag(path) as reader:
+        conns = [c for c in reader.connections if c.topic == topic and c.msgtype == TF_TYPE]
+        for conn, _, raw in reader.messages(connections=conns):
+            for tf in reader.deserialize(raw, conn.msgtype).transforms:
+                t = tf.transform
+                transforms[(tf.header.frame_id, tf.child_frame_id)] = _quat_matrix(
+                    t.translation, t.rotation)
+    return transforms
+
+
+def lookup_static(transforms, target: str, source: str) -> Optional[np.ndarray]:
+    """T_target_source [4, 4] through a static transform tree, or None when not connected."""
+    if target == source:
+        return np.eye(4)
+    edges: Dict[str, List[Tuple[str, np.ndarray]]] = {}
+    for (parent, child), T in transforms.items():
+        edges.setdefault(parent, []).append((child, T))            # T_parent_child
+        edges.setdefault(child, []).append((parent, np.linalg.inv(T)))
+    # Breadth-first search from target; T accumulates T_target_frame.
+    seen, queue = {target}, [(target, np.eye(4))]
+    while queue:
+        frame, T = queue.pop(0)
+        for other, T_frame_other in edges.get(frame, []):
+            if other in seen:
+                continue
+            if other == source:
+                return T @ T_frame_other
+            seen.add(other)
+            queue.append((other, T @ T_frame_other))
+    return None
+
+
+def cloud_xyz(msg) -> np.ndarray:
+    """sensor_msgs/PointCloud2 (float32 x, y, z fields, any point layout) -> [N, 3] float64."""
+    offsets = {f.name: (f.offset, f.datatype) for f in msg.fields}
+    if any(name not in offsets or offsets[name][1] != 7 for name in 'xyz'):
+        raise BagError('PointCloud2 needs float32 x, y, z fields')
+    if msg.is_bigendian:
+        raise BagError('big-endian PointCloud2 is not supported')
+    count = int(msg.width) * int(msg.height)
+    step = int(msg.point_step)
+    raw = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
+                        dtype=np.uint8)
+    if raw.size < count * step:
+        raise BagError(f'PointCloud2 data too short: {raw.size} bytes for {count} points')
+    rows = raw[:count * step].reshape(count, step)
+    xyz = np.stack([rows[:, offsets[a][0]:offsets[a][0] + 4].copy().view('<f4')[:, 0]
+                    for a in 'xyz'], axis=1).astype(np.float64)
+    return xyz[np.isfinite(xyz).all(axis=1)]
+
+
+def read_point_clouds(path, topic) -> Iterator[Tuple[int, str, np.ndarray]]:
+    """Yield (stamp ns, frame_id, points [N, 3] metres) for each PointCloud2 of ``topic``."""
+    with open_bag(path) as reader:
+        conns = [c for c in reader.connections if c.topic == topic and c.msgtype == CLOUD_TYPE]
+        if not conns:
+            raise BagError(f'no sensor_msgs/PointCloud2 topic {topic!r} in {path}')
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            yield stamp_to_ns(msg.header.stamp), msg.header.frame_id, cloud_xyz(msg)
+
+
+# ----------------------------------------------------------------------------- training
+
+class BagDataset(torch.utils.data.Dataset):
+    """Training samples (frame triplets) from the camera stream of a bag.
+
+    Frames are decoded once, resized to ``cfg.model.height`` x ``cfg.model.width`` and kept in
+    memory as uint8 ([N, H, W, 3]: about 0.37 MB per frame at 192x640). A sample is centred on
+    frame i and takes the frames at offsets ``cfg.model.frame_ids``; samples that span a gap in
+    the recording (more than 2.5x the median frame period) are skipped.
+
+    Item: ``images`` [F, 3, H, W] float32 in [0, 1] (order of ``frame_ids``), ``images_aug``
+    (same, colour-jittered in training when the augmentation helpers exist), ``K`` [3, 3]
+    float32 pixels at H, W, ``stamp_ns`` (int, target frame).
+    """
+
+    def __init__(self, path, cfg, split='train', image_topic=None, info_topic=None):
+        """Decode the bag's frames (see the class docstring)."""
+        import cv2
+        self.cfg = cfg
+        self.train = split == 'train'
+        height, width = cfg.model.height, cfg.model.width
+        images, stamps, Ks = [], [], []
+        for frame in read_bag_frames(path, image_topic, info_topic):
+            h, w = frame.image.shape[:2]
+            images.append(cv2.resize(frame.image, (width, height), interpolation=cv2.INTER_AREA))
+            K = frame.K.copy()
+            K[0] *= width / w
+            K[1] *= height / h
+            Ks.append(K)
+            stamps.append(frame.stamp_ns)
+        self.images = np.stack(images) if images else np.zeros((0, height, width, 3), np.uint8)
+        self.Ks = np.asarray(Ks, dtype=np.float32).reshape(-1, 3, 3)
+        self.stamps = np.asarray(stamps, dtype=np.int64)
+        offsets = list(cfg.model.frame_ids)
+        lo, hi = -min(offsets), max(offsets)
+        gaps = np.diff(self.stamps)
+        limit = 2.5 * float(np.median(gaps)) if gaps.size else 0.0
+        self.indices = [i for i in range(lo, len(stamps) - hi)
+                        if np.all((gaps[i - lo:i + hi] <= limit) & (gaps[i - lo:i + hi] > 0))]
+        if not self.indices:
+            raise BagError(f'{path}: {len(stamps)} frames give no sample with frame ids '
+                           f'{tuple(offsets)}')
+        self._augment = _color_augment() if self.train else None
+
+    def __len__(self):
+        """Return the number of samples."""
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        """Return one sample dict (see the class docstring)."""
+        i = self.indices[index]
+        frames = self.images[[i + f for f in self.cfg.model.frame_ids]]
+        images = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+        aug = images.clone()
+        if self._augment is not None:
+            aug = self._augment(aug, self.cfg)
+        return {'images': images, 'images_aug': aug, 'K': torch.from_numpy(self.Ks[i]),
+                'stamp_ns': int(self.stamps[i])}
+
+
+def _color_augment():
+    """Return the data engineer's colour jitter (``data.augment``) when present, else None."""
+    try:
+        from fmdepth_ros.data import augment
+    except ImportError:
+        return None
+    fn = getattr(augment, 'color_jitter', None)
+    return fn if callable(fn) else None

@@ -1,0 +1,451 @@
+"""Optimised inference path: depth and ego-motion from numpy images, with reused buffers.
+
+Used by the ROS node, ``fmdepth predict`` and ``fmdepth bench``. ROS-free.
+
+Per frame, :class:`DepthPredictor` does:
+
+1. copy the ``[H, W, 3]`` uint8 RGB numpy image into a preallocated host buffer (pinned on CUDA),
+   then with one (non-blocking) copy into a preallocated device buffer;
+2. on the device: uint8 HWC -> float NCHW in ``[0, 1]`` and a bilinear (antialiased when
+   shrinking) resize to the network size, written into a static network-input tensor;
+3. the DepthNet forward (optionally under fp16/bf16 autocast, channels_last, ``torch.compile``,
+   and on CUDA inside a captured CUDA graph);
+4. on the device: the scale-0 disparity is resized back to the input resolution and turned
+   into depth with ``disp_to_depth``; one copy brings the ``[H, W]`` depth back to the host.
+
+Buffers are allocated once per input size (re-allocated only when the size changes), so the
+steady state allocates no large tensors beyond what the network itself needs (and under CUDA
+graphs not even that). There are no Python loops over pixels.
+
+Pose direction (:class:`PoseEstimator`): like the official FeatDepth / Monodepth2 code, PoseNet
+is fed a time-ordered pair ``[I_earlier, I_later]``. Its output ``(axisangle, translation)``
+composed as ``T = [t]·R`` is the transform that maps points of the *earlier* camera into the
+*later* camera, ``T_later_earlier`` (the official code uses it un-inverted for source frame +1,
+where earlier = target 0 and it needs ``T_src_tgt = T_1_0``; for source frame -1 it inverts it to
+get ``T_-1_0``). :meth:`PoseEstimator.estimate` returns the inverse, ``T_earlier_later``
+(``p_earlier = T @ p_later``), i.e. the motion of the camera from the earlier to the later frame
+expressed in the earlier camera: chaining these gives ``T_world_cam`` odometry directly.
+"""
+
+import copy
+import logging
+import threading
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fmdepth_ros.geometry import pose_from_axisangle
+from fmdepth_ros.networks.depth_net import disp_to_depth
+
+LOGGER = logging.getLogger(__name__)
+
+PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+def select_device(requested='auto') -> Tuple[str, Optional[str]]:
+    """Resolve ``'auto' | 'cuda' | 'cuda:N' | 'cpu'`` to a usable device string.
+
+    Returns ``(device, warning)``: ``warning`` is a one-line message when CUDA was asked for
+    (or 'auto') but is not available and the CPU is used instead, else ``None``.
+    Raises ``ValueError`` for an unknown device name.
+    """
+    name = str(requested or 'auto').strip().lower()
+    if name == 'cpu':
+        return 'cpu', None
+    if name not in ('auto', 'cuda') and not name.startswith('cuda:'):
+        raise ValueError(f'unknown device {requested!r} (use auto, cuda, cuda:N or cpu)')
+    if torch.cuda.is_available():
+        if name.startswith('cuda:'):
+            index = int(name.split(':', 1)[1])
+            if index >= torch.cuda.device_count():
+                return 'cuda:0', (f'{name} does not exist ({torch.cuda.device_count()} GPU(s)); '
+                                  'using cuda:0')
+            return name, None
+        return 'cuda', None
+    if name == 'auto':
+        return 'cpu', 'CUDA is not available; running on the CPU (slow)'
+    return 'cpu', f'{name} requested but CUDA is not available; falling back to the CPU'
+
+
+def _check_precision(precision):
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, '
+                         f'got {precision!r}')
+
+
+def _unwrap_depth_net(model_or_net):
+    """Accept a ``FeatDepthModel`` (uses ``.depth_net``) or a bare DepthNet."""
+    return getattr(model_or_net, 'depth_net', model_or_net)
+
+
+def _strip_prefix(state_dict, prefix):
+    """Keep only ``prefix``-ed keys (without the prefix) when any key carries it."""
+    if any(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return state_dict
+
+
+def _copy_state_into(module, state_dict, lock, what):
+    """Copy ``state_dict`` into ``module``'s existing tensors in place (keeps CUDA graphs valid).
+
+    Tensors are moved to the device/dtype outside ``lock``; only the device-side ``copy_`` runs
+    under it. Raises ``ValueError`` naming missing / unexpected / mis-shaped keys.
+    """
+    own = module.state_dict(keep_vars=True)
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise ValueError(f'{what} state mismatch: missing keys {missing[:3]} '
+                         f'({len(missing)} in all), unexpected keys {unexpected[:3]} '
+                         f'({len(unexpected)} in all)')
+    staged = {}
+    for key, target in own.items():
+        source = state_dict[key]
+        if tuple(source.shape) != tuple(target.shape):
+            raise ValueError(f'{what} state: {key} has shape {tuple(source.shape)}, '
+                             f'expected {tuple(target.shape)}')
+        staged[key] = source.detach().to(device=target.device, dtype=target.dtype)
+    with lock, torch.no_grad():
+        for key, target in own.items():
+            target.copy_(staged[key])
+        if any(t.is_cuda for t in staged.values()):
+            torch.cuda.current_stream().synchronize()
+
+
+class _ImageUploader:
+    """Host -> device upload of ``[H, W, 3]`` uint8 frames through reused buffers."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.size = None
+        self.host = None      # [H, W, 3] uint8 (pinned on CUDA)
+        self.device_u8 = None  # [H, W, 3] uint8 on the device (same tensor as host on CPU)
+
+    def ensure(self, height, width):
+        """(Re-)allocate the buffers for ``height x width``; returns True when they changed."""
+        if self.size == (height, width):
+            return False
+        self.size = (height, width)
+        if self.device.type == 'cuda':
+            self.host = torch.empty((height, width, 3), dtype=torch.uint8, pin_memory=True)
+            self.device_u8 = torch.empty((height, width, 3), dtype=torch.uint8,
+                                         device=self.device)
+        else:
+            self.host = torch.empty((height, width, 3), dtype=torch.uint8)
+            self.device_u8 = self.host
+        return True
+
+    def upload(self, image):
+        """Copy the numpy ``image`` into the device buffer (asynchronously on CUDA)."""
+        self.host.copy_(torch.from_numpy(image))
+        if self.device_u8 is not self.host:
+            self.device_u8.copy_(self.host, non_blocking=True)
+
+
+def _check_image(image):
+    """Validate a ``[H, W, 3]`` uint8 numpy image; returns a C-contiguous view/copy."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f'expected a numpy [H, W, 3] uint8 image, got {type(image).__name__}')
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f'expected a [H, W, 3] uint8 RGB image, got shape {image.shape} '
+                         f'dtype {image.dtype}')
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f'image too small: {image.shape[1]}x{image.shape[0]}')
+    return np.ascontiguousarray(image)
+
+
+def _to_network_input(image_u8, out):
+    """Device-side pre-processing into the static tensor ``out`` [1, 3, h, w] (float, [0, 1]).
+
+    ``image_u8``: [H, W, 3] uint8 on the same device. Bilinear resize, antialiased when shrinking.
+    """
+    x = image_u8.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    h, w = out.shape[-2:]
+    if x.shape[-2:] != out.shape[-2:]:
+        shrink = h < x.shape[-2] or w < x.shape[-1]
+        x = F.interpolate(x, size=(h, w), mode='bilinear', align_corners=False, antialias=shrink)
+    out.copy_(x)
+
+
+class DepthPredictor:
+    """DepthNet on numpy frames: ``predict(image) -> depth [H, W]`` float32 metres (up to scale).
+
+    Args:
+        depth_net: a DepthNet (``forward(image [B,3,h,w] in [0,1]) -> {0: disp [B,1,h',w'], ...}``)
+            or a model with a ``.depth_net``. It is deep-copied: the caller's module is untouched.
+        cfg: :class:`fmdepth_ros.config.Config` (network size, min/max depth).
+        device: 'cpu', 'cuda', 'cuda:N' (resolve 'auto' with :func:`select_device` first).
+        precision: 'fp32' | 'fp16' | 'bf16' (autocast; weights stay fp32 so refinement
+            weights can be copied in unchanged).
+        channels_last: NHWC memory format for the network and its input.
+        compile: wrap the network in ``torch.compile``; on any failure, warn and run eager.
+        cuda_graphs: capture the whole per-frame device pipeline in a CUDA graph (CUDA only;
+            re-captured when the input size changes; warns and runs without on failure).
+    """
+
+    def __init__(self, depth_net, cfg, device='cpu', precision='fp32', channels_last=False,
+                 compile=False, cuda_graphs=False):
+        """Copy the network to ``device`` and set up the optimisations (see class doc)."""
+        _check_precision(precision)
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.precision = precision
+        self.channels_last = bool(channels_last)
+        self.compile = bool(compile)
+        self.cuda_graphs = bool(cuda_graphs) and self.device.type == 'cuda'
+        self.notes = []          # one-line warnings emitted so far (compile/graph/OOM fallbacks)
+        if cuda_graphs and not self.cuda_graphs:
+            self._warn('CUDA graphs need a CUDA device; running without them')
+        self.net_size = (int(cfg.model.height), int(cfg.model.width))
+        self._min_depth = float(cfg.model.min_depth)
+        self._max_depth = float(cfg.model.max_depth)
+        self._min_disp = 1.0 / self._max_depth
+        self._lock = threading.RLock()
+        self.net = copy.deepcopy(_unwrap_depth_net(depth_net)).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self._setup_device()
+
+    # ------------------------------------------------------------------ setup
+    def _warn(self, message):
+        self.notes.append(message)
+        LOGGER.warning(message)
+
+    def _setup_device(self):
+        """Move the network to the device and reset every buffer / graph / compiled wrapper."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.net.to(device=self.device, memory_format=fmt)
+        self._forward = self.net
+        self._compiled = False
+        if self.compile:
+            try:
+                self._forward = torch.compile(self.net, dynamic=False)
+                self._compiled = True
+            except Exception as exc:  # noqa: BLE001 - any backend failure means eager
+                self._warn(f'torch.compile unavailable ({type(exc).__name__}: {exc}); '
+                           'running eager')
+        self._uploader = _ImageUploader(self.device)
+        h, w = self.net_size
+        self._net_in = torch.empty((1, 3, h, w), device=self.device).contiguous(memory_format=fmt)
+        self._disp = None        # [1, 1, h', w'] float32, scale-0 disparity
+        self._depth = None       # [1, 1, H, W] float32 metres at the input size
+        self._depth_host = None  # [H, W] float32 (pinned on CUDA)
+        self._disp_host = None
+        self._graph = None
+        self._graph_failed = False
+        self._warm = False
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(device_type=self.device.type, dtype=dtype or torch.float32,
+                              enabled=dtype is not None)
+
+    def _network_disp(self):
+        """Forward on the static input; returns the scale-0 disparity as float32."""
+        with self._autocast():
+            outputs = self._forward(self._net_in)
+        disp = outputs[0] if isinstance(outputs, dict) else outputs
+        return disp.float()
+
+    def _pipeline(self):
+        """Every device-side step of one frame, reading/writing only the static buffers."""
+        _to_network_input(self._uploader.device_u8, self._net_in)
+        disp = self._network_disp()
+        if self._disp is None:
+            self._disp = torch.empty_like(disp)
+        self._disp.copy_(torch.nan_to_num(disp, nan=0.0))
+        height, width = self._uploader.size
+        scaled, _ = disp_to_depth(self._disp, self._min_depth, self._max_depth)
+        if scaled.shape[-2:] != (height, width):
+            scaled = F.interpolate(scaled, size=(height, width), mode='bilinear',
+                                   align_corners=False)
+        self._depth.copy_(1.0 / scaled.clamp_(min=self._min_disp))
+
+    def _ensure_buffers(self, height, width):
+        if not self._uploader.ensure(height, width):
+            return
+        pin = self.device.type == 'cuda'
+        self._depth = torch.empty((1, 1, height, width), device=self.device)
+        self._depth_host = torch.empty((height, width), pin_memory=pin)
+        self._graph = None
+        self._disp_host = None
+
+    def _capture_graph(self):
+        """Warm up on a side stream, then capture ``_pipeline`` into a CUDA graph."""
+        try:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(3):
+                    self._pipeline()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._pipeline()
+            self._graph = graph
+        except Exception as exc:  # noqa: BLE001 - fall back to the eager pipeline
+            self._graph = None
+            self._graph_failed = True
+            torch.cuda.synchronize(self.device)
+            self._warn(f'CUDA graph capture failed ({type(exc).__name__}: {exc}); '
+                       'running without graphs')
+
+    def _run_device(self):
+        if self.cuda_graphs and not self._graph_failed:
+            if self._graph is None:
+                self._capture_graph()
+            if self._graph is not None:
+                self._graph.replay()
+                return
+        self._pipeline()
+
+    def _run(self, image):
+        """Upload ``image`` and run the whole pipeline; results stay in the device buffers."""
+        height, width = image.shape[:2]
+        with torch.no_grad():
+            self._ensure_buffers(height, width)
+            self._uploader.upload(image)
+            try:
+                self._run_device()
+            except Exception as exc:  # noqa: BLE001 - compile errors surface at the first call
+                if self._compiled:
+                    self._warn(f'torch.compile failed at run time ({type(exc).__name__}: '
+                               f'{str(exc).splitlines()[0] if str(exc) else ""}); running eager')
+                    self.compile = False
+                    self._setup_device()
+                    self._ensure_buffers(height, width)
+                    self._uploader.upload(image)
+                    self._run_device()
+                else:
+                    raise
+
+    def _run_with_fallback(self, image):
+        try:
+            self._run(image)
+        except torch.cuda.OutOfMemoryError:
+            if self.device.type != 'cuda':
+                raise
+            self.fall_back_to_cpu('CUDA out of memory during inference')
+            self._run(image)
+
+    def fall_back_to_cpu(self, reason):
+        """Move inference to the CPU (fp32, eager) after ``reason``, with a warning."""
+        with self._lock:
+            self._warn(f'{reason}; falling back to the CPU (fp32, eager)')
+            self._graph = None
+            if self.device.type == 'cuda':
+                torch.cuda.empty_cache()
+            self.device = torch.device('cpu')
+            self.precision = 'fp32'
+            self.compile = False
+            self.cuda_graphs = False
+            self._setup_device()
+
+    # ------------------------------------------------------------------ public API
+    def predict(self, image, out=None) -> np.ndarray:
+        """Depth of one frame.
+
+        Args:
+            image: ``[H, W, 3]`` uint8 RGB numpy array, any size.
+            out: optional ``[H, W]`` float32 array to write into (avoids a host allocation).
+
+        Returns:
+            ``[H, W]`` float32 depth in metres (up to scale), at the input resolution; finite,
+            within ``[min_depth, max_depth]``.
+        """
+        image = _check_image(image)
+        with self._lock:
+            self._run_with_fallback(image)
+            self._depth_host.copy_(self._depth[0, 0], non_blocking=True)
+            if self.device.type == 'cuda':
+                torch.cuda.current_stream(self.device).synchronize()
+            if out is not None:
+                np.copyto(out, self._depth_host.numpy())
+                return out
+            return self._depth_host.numpy().copy()
+
+    def predict_disparity(self, image) -> np.ndarray:
+        """Scale-0 sigmoid disparity ``[h', w']`` float32 in (0, 1) at the network output size."""
+        image = _check_image(image)
+        with self._lock:
+            self._run_with_fallback(image)
+            return self._disp[0, 0].cpu().numpy().copy()
+
+    def load_depth_state(self, state_dict) -> None:
+        """Copy new DepthNet weights in place, thread-safely (refinement weight swap).
+
+        Accepts a DepthNet state dict or a whole-model one (``depth_net.`` keys are used).
+        The tensors keep their storage, so compiled code and captured CUDA graphs stay valid.
+        """
+        state = _strip_prefix(dict(state_dict), 'depth_net.')
+        _copy_state_into(self.net, state, self._lock, 'DepthNet')
+
+    def state_dict(self):
+        """Return the inference copy's DepthNet weights (on the inference device)."""
+        return self.net.state_dict()
+
+
+class PoseEstimator:
+    """PoseNet on two numpy frames: ``estimate(earlier, later) -> T_earlier_later [4, 4]``.
+
+    Both frames are resized on the device to ``cfg.model.pose_height x pose_width``.
+    See the module docstring for the direction convention.
+    """
+
+    def __init__(self, pose_net, cfg, device='cpu', precision='fp32'):
+        """Copy ``pose_net`` (or ``model.pose_net``) to ``device``; allocate input buffers."""
+        _check_precision(precision)
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.precision = precision
+        self.notes = []
+        self.net = copy.deepcopy(getattr(pose_net, 'pose_net', pose_net)).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.net.to(self.device)
+        self._lock = threading.RLock()
+        size = (1, 3, int(cfg.model.pose_height), int(cfg.model.pose_width))
+        self._inputs = (torch.empty(size, device=self.device),
+                        torch.empty(size, device=self.device))
+        self._uploaders = (_ImageUploader(self.device), _ImageUploader(self.device))
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(device_type=self.device.type, dtype=dtype or torch.float32,
+                              enabled=dtype is not None)
+
+    def estimate_axisangle(self, earlier, later) -> Tuple[np.ndarray, np.ndarray]:
+        """Raw PoseNet output on ``[earlier, later]``: (axisangle [3], translation [3]).
+
+        These compose (``T = [t]·R``) to ``T_later_earlier`` (official convention).
+        """
+        images = (_check_image(earlier), _check_image(later))
+        with self._lock, torch.no_grad():
+            for image, uploader, net_in in zip(images, self._uploaders, self._inputs):
+                uploader.ensure(*image.shape[:2])
+                uploader.upload(image)
+                _to_network_input(uploader.device_u8, net_in)
+            with self._autocast():
+                axisangle, translation = self.net(*self._inputs)
+            return (axisangle.float().reshape(-1, 3)[0].cpu().numpy().astype(np.float64),
+                    translation.float().reshape(-1, 3)[0].cpu().numpy().astype(np.float64))
+
+    def estimate(self, earlier, later) -> np.ndarray:
+        """``T_earlier_later`` [4, 4] float64: ``p_earlier = T @ p_later`` (camera optical frames).
+
+        ``earlier``/``later``: ``[H, W, 3]`` uint8 RGB frames in time order.
+        """
+        axisangle, translation = self.estimate_axisangle(earlier, later)
+        T = pose_from_axisangle(torch.from_numpy(axisangle)[None],
+                                torch.from_numpy(translation)[None], invert=True)
+        return T[0].double().numpy()
+
+    def load_pose_state(self, state_dict) -> None:
+        """Copy new PoseNet weights in place, thread-safely (``pose_net.`` keys accepted)."""
+        state = _strip_prefix(dict(state_dict), 'pose_net.')
+        _copy_state_into(self.net, state, self._lock, 'PoseNet')
+
+
+__all__ = ['DepthPredictor', 'PoseEstimator', 'select_device', 'PRECISIONS']

@@ -1,0 +1,293 @@
+"""Tests of the optimised inference path (fmdepth_ros.inference) on the CPU."""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fmdepth_ros.config import small_cpu_config
+from fmdepth_ros.geometry import invert_pose, pose_from_axisangle
+from fmdepth_ros.inference import DepthPredictor, PoseEstimator, select_device
+from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
+from fmdepth_ros.networks.pose_net import PoseNet
+
+
+@pytest.fixture(scope='module')
+def cfg():
+    """Return the tiny config (64x192) so every forward is fast on 2 cores."""
+    torch.set_num_threads(1)
+    return small_cpu_config()
+
+
+@pytest.fixture(scope='module')
+def depth_net(cfg):
+    """Build a randomly initialised ResNet-18 DepthNet (featdepth decoder, half-res output)."""
+    torch.manual_seed(0)
+    return DepthNet(18, min_depth=cfg.model.min_depth, max_depth=cfg.model.max_depth).eval()
+
+
+def _image(height, width, seed=0):
+    """Smooth random RGB image [H, W, 3] uint8 (smooth so resizing is well conditioned)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3)).astype(np.float32)
+    big = F.interpolate(torch.from_numpy(small).permute(2, 0, 1)[None], size=(height, width),
+                        mode='bilinear', align_corners=False)
+    return big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _reference_depth(net, cfg, image):
+    """Plain eager fp32 pipeline written independently: CPU resize, forward, resize back."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    x = F.interpolate(x, size=(cfg.model.height, cfg.model.width), mode='bilinear',
+                      align_corners=False, antialias=True)
+    with torch.no_grad():
+        disp = net(x)[0]
+    scaled, _ = disp_to_depth(disp, cfg.model.min_depth, cfg.model.max_depth)
+    scaled = F.interpolate(scaled, size=image.shape[:2], mode='bilinear', align_corners=False)
+    return (1.0 / scaled)[0, 0].numpy(), disp[0, 0].numpy()
+
+
+def _max_rel(a, b):
+    """Max relative difference of ``a`` to ``b``."""
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
+def test_eager_matches_independent_reference_and_shapes(depth_net, cfg):
+    """Eager fp32 path equals an independent plain pipeline; shapes, dtype and range."""
+    image = _image(100, 300)
+    predictor = DepthPredictor(depth_net, cfg)
+    depth = predictor.predict(image)
+    ref_depth, ref_disp = _reference_depth(depth_net, cfg, image)
+    assert depth.shape == (100, 300) and depth.dtype == np.float32
+    assert np.isfinite(depth).all()
+    assert depth.min() >= cfg.model.min_depth * 0.999
+    assert depth.max() <= cfg.model.max_depth * 1.001
+    assert _max_rel(depth, ref_depth) < 1e-5
+    disp = predictor.predict_disparity(image)
+    assert disp.shape == (cfg.model.height // 2, cfg.model.width // 2)
+    np.testing.assert_allclose(disp, ref_disp, rtol=1e-5, atol=1e-6)
+
+
+def test_disparity_and_depth_are_consistent(depth_net, cfg):
+    """Depth is the resized disp_to_depth of the returned disparity."""
+    image = _image(cfg.model.height, cfg.model.width, seed=3)
+    predictor = DepthPredictor(depth_net, cfg)
+    disp = torch.from_numpy(predictor.predict_disparity(image))[None, None]
+    scaled, _ = disp_to_depth(disp, cfg.model.min_depth, cfg.model.max_depth)
+    scaled = F.interpolate(scaled, size=image.shape[:2], mode='bilinear', align_corners=False)
+    np.testing.assert_allclose(predictor.predict(image), (1.0 / scaled)[0, 0].numpy(),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize('options, tolerance', [
+    ({'channels_last': True}, 1e-4),
+    ({'precision': 'bf16'}, 3e-2),
+    ({'precision': 'bf16', 'channels_last': True}, 3e-2),
+    ({'cuda_graphs': True}, 1e-6),   # CPU: ignored with a note, must still be exact
+])
+def test_optimisation_toggles_give_the_same_depth(depth_net, cfg, options, tolerance):
+    """Check channels_last / bf16 / graph toggles agree with eager fp32."""
+    image = _image(96, 320, seed=1)
+    eager = DepthPredictor(depth_net, cfg).predict(image)
+    optimised = DepthPredictor(depth_net, cfg, **options)
+    try:
+        depth = optimised.predict(image)
+    except RuntimeError as exc:   # bf16 autocast kernels missing on this CPU
+        pytest.skip(f'{options} not supported on this CPU: {exc}')
+    assert np.isfinite(depth).all()
+    assert _max_rel(depth, eager) < tolerance
+    if options.get('cuda_graphs'):
+        assert any('CUDA graphs' in note for note in optimised.notes)
+
+
+@pytest.mark.skipif(os.environ.get('FMDEPTH_TEST_COMPILE') != '1',
+                    reason='torch.compile takes over a minute on 2 CPU cores; '
+                           'set FMDEPTH_TEST_COMPILE=1 to run it')
+def test_compile_gives_the_same_depth(depth_net, cfg):
+    """Check torch.compile agrees with eager."""
+    image = _image(64, 192, seed=2)
+    eager = DepthPredictor(depth_net, cfg).predict(image)
+    compiled = DepthPredictor(depth_net, cfg, compile=True)
+    assert _max_rel(compiled.predict(image), eager) < 1e-4
+
+
+def test_buffers_are_reused_and_reallocated_on_size_change(depth_net, cfg):
+    """Same-size frames reuse every buffer; a new size re-allocates the sized ones."""
+    predictor = DepthPredictor(depth_net, cfg)
+
+    def pointers():
+        return (predictor._uploader.host.data_ptr(), predictor._net_in.data_ptr(),
+                predictor._depth.data_ptr(), predictor._disp.data_ptr(),
+                predictor._depth_host.data_ptr())
+
+    first = predictor.predict(_image(80, 240, seed=0))
+    before = pointers()
+    second = predictor.predict(_image(80, 240, seed=1))
+    assert pointers() == before
+    assert not np.array_equal(first, second)   # a fresh result, not a stale buffer
+    assert first.base is None or first.base is not second.base
+
+    out = np.empty((80, 240), np.float32)
+    assert predictor.predict(_image(80, 240, seed=1), out=out) is out
+    np.testing.assert_array_equal(out, second)
+
+    resized = predictor.predict(_image(50, 130, seed=1))
+    assert resized.shape == (50, 130)
+    assert predictor._uploader.host.shape == (50, 130, 3)
+    assert predictor._depth.shape == (1, 1, 50, 130)
+    assert predictor._net_in.data_ptr() == before[1]   # network input size never changes
+
+
+def test_caller_network_is_not_modified(depth_net, cfg):
+    """The predictor works on its own copy of the network."""
+    params = [p.detach().clone() for p in depth_net.parameters()]
+    DepthPredictor(depth_net, cfg, channels_last=True).predict(_image(64, 192))
+    assert all(torch.equal(a, b) for a, b in zip(params, depth_net.parameters()))
+    assert all(p.is_contiguous() for p in depth_net.parameters())
+
+
+def test_load_depth_state_swaps_weights_in_place(depth_net, cfg):
+    """Weight swap changes the output, keeps storage, rejects bad state dicts."""
+    torch.manual_seed(1)
+    other = DepthNet(18).eval()
+    image = _image(64, 192, seed=4)
+    predictor = DepthPredictor(depth_net, cfg)
+    before = predictor.predict(image)
+    ptrs = [p.data_ptr() for p in predictor.net.parameters()]
+    predictor.load_depth_state({'depth_net.' + k: v for k, v in other.state_dict().items()})
+    after = predictor.predict(image)
+    assert [p.data_ptr() for p in predictor.net.parameters()] == ptrs
+    np.testing.assert_allclose(after, DepthPredictor(other, cfg).predict(image), rtol=1e-5)
+    assert not np.allclose(before, after)
+    with pytest.raises(ValueError, match='missing'):
+        predictor.load_depth_state({'encoder.conv1.weight': torch.zeros(64, 3, 7, 7)})
+    bad = dict(other.state_dict())
+    bad['encoder.conv1.weight'] = torch.zeros(64, 3, 3, 3)
+    with pytest.raises(ValueError, match='shape'):
+        predictor.load_depth_state(bad)
+
+
+def test_weight_swap_is_thread_safe(depth_net, cfg):
+    """Every frame predicted while weights are swapped equals one of the two networks' outputs."""
+    torch.manual_seed(2)
+    other = DepthNet(18).eval()
+    image = _image(64, 192, seed=5)
+    expected = [DepthPredictor(net, cfg).predict(image) for net in (depth_net, other)]
+    states = [depth_net.state_dict(), other.state_dict()]
+    predictor = DepthPredictor(depth_net, cfg)
+    stop = threading.Event()
+
+    def swapper():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            predictor.load_depth_state(states[i % 2])
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    try:
+        results = [predictor.predict(image) for _ in range(6)]
+    finally:
+        stop.set()
+        thread.join()
+    for depth in results:
+        assert min(_max_rel(depth, e) for e in expected) < 1e-5
+
+
+def test_input_validation(depth_net, cfg):
+    """Bad images and precisions raise clear ValueErrors."""
+    predictor = DepthPredictor(depth_net, cfg)
+    with pytest.raises(ValueError, match='uint8'):
+        predictor.predict(np.zeros((64, 192, 3), np.float32))
+    with pytest.raises(ValueError, match='uint8'):
+        predictor.predict(np.zeros((64, 192), np.uint8))
+    with pytest.raises(ValueError, match='precision'):
+        DepthPredictor(depth_net, cfg, precision='int8')
+
+
+def test_select_device():
+    """Device resolution and the CPU fallback warning."""
+    assert select_device('cpu') == ('cpu', None)
+    with pytest.raises(ValueError, match='unknown device'):
+        select_device('tpu')
+    if torch.cuda.is_available():
+        assert select_device('auto') == ('cuda', None)
+    else:
+        device, warning = select_device('cuda')
+        assert device == 'cpu' and 'CUDA' in warning and 'CPU' in warning
+        device, warning = select_device('auto')
+        assert device == 'cpu' and 'CUDA' in warning
+
+
+def test_fall_back_to_cpu_keeps_predicting(depth_net, cfg):
+    """The OOM fallback path switches to CPU fp32 and keeps working."""
+    image = _image(64, 192, seed=6)
+    predictor = DepthPredictor(depth_net, cfg, precision='bf16')
+    predictor.fall_back_to_cpu('CUDA out of memory during inference')
+    assert predictor.precision == 'fp32' and predictor.device.type == 'cpu'
+    assert any('out of memory' in note for note in predictor.notes)
+    np.testing.assert_allclose(predictor.predict(image),
+                               DepthPredictor(depth_net, cfg).predict(image), rtol=1e-5)
+
+
+class _FixedPoseNet(torch.nn.Module):
+    """PoseNet stand-in with a known output; records the order of its inputs."""
+
+    def __init__(self, axisangle, translation):
+        """Store the fixed output as parameters (so state dicts work)."""
+        super().__init__()
+        self.axisangle = torch.nn.Parameter(torch.tensor([axisangle]))
+        self.translation = torch.nn.Parameter(torch.tensor([translation]))
+
+    def forward(self, frame_a, frame_b):
+        """Return the fixed output, negated when the earlier frame is the brighter one."""
+        # the sign depends on which frame is brighter: proves the time order is kept
+        sign = torch.sign(frame_b.mean() - frame_a.mean())
+        return self.axisangle * sign, self.translation * sign
+
+
+def test_pose_direction_is_earlier_from_later(cfg):
+    """estimate() returns the inverse of PoseNet's T_later_earlier."""
+    aa, t = [0.0, 0.1, 0.0], [0.2, 0.0, 1.0]
+    estimator = PoseEstimator(_FixedPoseNet(aa, t), cfg)
+    dark, bright = np.full((64, 192, 3), 50, np.uint8), np.full((64, 192, 3), 200, np.uint8)
+    T = estimator.estimate(dark, bright)
+    T_later_earlier = pose_from_axisangle(torch.tensor([aa]), torch.tensor([t]))[0].double()
+    assert T.shape == (4, 4) and T.dtype == np.float64
+    np.testing.assert_allclose(T, invert_pose(T_later_earlier).numpy(), atol=1e-6)
+    np.testing.assert_allclose(T @ T_later_earlier.numpy(), np.eye(4), atol=1e-6)
+    # a point 1 m ahead of the later camera, seen from the earlier camera
+    p_later = np.array([0.0, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(T @ p_later, np.linalg.solve(T_later_earlier.numpy(), p_later),
+                               atol=1e-6)
+    # swapped frames: the stand-in negates its output, the estimator still inverts it
+    T_swapped = pose_from_axisangle(-torch.tensor([aa]), -torch.tensor([t]), invert=True)[0]
+    np.testing.assert_allclose(estimator.estimate(bright, dark), T_swapped.numpy(), atol=1e-6)
+
+
+def test_pose_matches_official_source_frame_convention(cfg):
+    """estimate(I_-1, I_0) is T_src_tgt for source -1; estimate(I_0, I_1) inverts it for +1."""
+    torch.manual_seed(3)
+    pose_net = PoseNet(18, input_size=(cfg.model.pose_height, cfg.model.pose_width)).eval()
+    images = [_image(64, 192, seed=s) for s in (10, 11, 12)]   # frames -1, 0, +1
+    estimator = PoseEstimator(pose_net, cfg)
+    tensors = [torch.from_numpy(i).permute(2, 0, 1)[None].float() / 255 for i in images]
+    with torch.no_grad():
+        T_m1_0 = pose_from_axisangle(*pose_net(tensors[0], tensors[1]), invert=True)[0]
+        T_1_0 = pose_from_axisangle(*pose_net(tensors[1], tensors[2]))[0]
+    np.testing.assert_allclose(estimator.estimate(images[0], images[1]), T_m1_0.numpy(),
+                               atol=1e-5)
+    np.testing.assert_allclose(np.linalg.inv(estimator.estimate(images[1], images[2])),
+                               T_1_0.numpy(), atol=1e-5)
+
+
+def test_load_pose_state(cfg):
+    """A pose weight swap changes the estimate (translation of the inverse)."""
+    estimator = PoseEstimator(_FixedPoseNet([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]), cfg)
+    new = _FixedPoseNet([0.0, 0.0, 0.0], [0.0, 0.0, 0.5])
+    estimator.load_pose_state({'pose_net.' + k: v for k, v in new.state_dict().items()})
+    T = estimator.estimate(np.full((40, 40, 3), 10, np.uint8), np.full((40, 40, 3), 90, np.uint8))
+    np.testing.assert_allclose(T[:3, 3], [0.0, 0.0, -0.5], atol=1e-6)

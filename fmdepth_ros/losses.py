@@ -149,6 +149,13 @@ def _resize_like(image: Tensor, x: Tensor) -> Tensor:
     return F.interpolate(image, size=x.shape[-2:], mode='area')
 
 
+def _edge_weighted(dx: Tensor, di: Tensor, alpha: float) -> Tensor:
+    """``mean(|dx| * exp(-alpha * mean_c|di|))``; 0 for an empty map (e.g. a 2-row level)."""
+    if dx.numel() == 0:
+        return dx.new_zeros(())
+    return (dx.abs() * torch.exp(-alpha * di.abs().mean(1, keepdim=True))).mean()
+
+
 def first_order_edge_aware(x: Tensor, image: Tensor, alpha: float = 1.0) -> Tensor:
     """Edge-aware first-order magnitude ``mean|dx x| e^(-a|dx I|) + mean|dy x| e^(-a|dy I|)``.
 
@@ -160,8 +167,7 @@ def first_order_edge_aware(x: Tensor, image: Tensor, alpha: float = 1.0) -> Tens
     image = _resize_like(image, x)
     x_dx, x_dy = image_gradients(x)
     i_dx, i_dy = image_gradients(image)
-    return ((x_dx.abs() * torch.exp(-alpha * i_dx.abs().mean(1, keepdim=True))).mean()
-            + (x_dy.abs() * torch.exp(-alpha * i_dy.abs().mean(1, keepdim=True))).mean())
+    return _edge_weighted(x_dx, i_dx, alpha) + _edge_weighted(x_dy, i_dy, alpha)
 
 
 def second_order_edge_aware(x: Tensor, image: Tensor, alpha: float = 1.0) -> Tensor:
@@ -178,7 +184,7 @@ def second_order_edge_aware(x: Tensor, image: Tensor, alpha: float = 1.0) -> Ten
     total = x.new_zeros(())
     for xd, idd in ((x_dx, i_dx), (x_dy, i_dy)):
         for x2, i2 in zip(image_gradients(xd), image_gradients(idd)):
-            total = total + (x2.abs() * torch.exp(-alpha * i2.abs().mean(1, keepdim=True))).mean()
+            total = total + _edge_weighted(x2, i2, alpha)
     return total
 
 

@@ -1,0 +1,89 @@
+"""Tests of FeatDepthModel: both training stages run, are finite and backpropagate."""
+
+import pytest
+import torch
+
+from fmdepth_ros import geometry
+from fmdepth_ros.config import small_cpu_config
+from fmdepth_ros.model import FeatDepthModel
+
+
+def _batch(cfg, batch_size=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h, w = cfg.model.height, cfg.model.width
+    images = torch.rand(batch_size, len(cfg.model.frame_ids), 3, h, w, generator=g)
+    K = torch.tensor([[0.58 * w, 0, 0.5 * w], [0, 1.92 * h, 0.5 * h], [0, 0, 1]])
+    return {'images': images, 'images_aug': images.clone(), 'K': K.expand(batch_size, 3, 3)}
+
+
+def _grad_norm(module):
+    return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize('decoder', ['featdepth', 'monodepth2'])
+def test_depth_losses_finite_and_backprop(decoder):
+    """Stage 2 runs on a tiny batch, is finite, and trains depth + pose but not the FeatureNet."""
+    torch.manual_seed(0)
+    cfg = small_cpu_config().merged({'model': {'depth_decoder': decoder}})
+    model = FeatDepthModel(cfg)
+    model.freeze_feature_net()
+    model.train()
+    assert not model.feature_net.training and model.depth_net.training
+    batch = _batch(cfg)
+    total, logs, outputs = model.depth_losses(batch)
+    assert total.dim() == 0 and torch.isfinite(total)
+    for key in ('photometric', 'smoothness', 'feature_metric', 'total'):
+        assert key in logs and logs[key] == logs[key]          # present and not NaN
+    assert logs['feature_metric'] > 0
+    h, w = cfg.model.height, cfg.model.width
+    assert outputs[('depth', 0)].shape == (2, 1, h, w)
+    assert outputs[('warped', -1)].shape == (2, 3, h, w)
+    stride = 2 if decoder == 'featdepth' else 1
+    assert outputs[('disp', 0)].shape == (2, 1, h // stride, w // stride)
+    assert outputs[('T', 1)].shape == (2, 4, 4)
+    total.backward()
+    assert _grad_norm(model.depth_net) > 0 and _grad_norm(model.pose_net) > 0
+    assert all(p.grad is None for p in model.feature_net.parameters())
+
+
+def test_feature_losses_finite_and_backprop():
+    """Stage 1 runs, is finite and trains only the FeatureNet."""
+    torch.manual_seed(1)
+    cfg = small_cpu_config()
+    model = FeatDepthModel(cfg).train()
+    total, logs, outputs = model.feature_losses(_batch(cfg))
+    assert torch.isfinite(total) and logs['discriminative'] < 0 < logs['convergent']
+    assert outputs[('recon', 0)].shape == (2, 3, cfg.model.height, cfg.model.width)
+    total.backward()
+    assert _grad_norm(model.feature_net) > 0
+    assert all(p.grad is None for p in model.depth_net.parameters())
+
+
+def test_predict_poses_conventions():
+    """Source -1 gets the inverse of PoseNet's [I_-1, I_0] output; +1 gets [I_0, I_+1] as is."""
+    torch.manual_seed(2)
+    cfg = small_cpu_config()
+    model = FeatDepthModel(cfg).eval()
+    images = _batch(cfg, batch_size=1)['images']
+    with torch.no_grad():
+        poses = model.predict_poses(images)
+        aa, t = model.pose_net(images[:, 1], images[:, 0])       # frame -1 is index 1
+        T_0_m1 = geometry.pose_from_axisangle(aa, t)
+        aa, t = model.pose_net(images[:, 0], images[:, 2])
+        T_p1_0 = geometry.pose_from_axisangle(aa, t)
+    assert torch.allclose(poses[-1] @ T_0_m1, torch.eye(4)[None], atol=1e-6)
+    assert torch.allclose(poses[1], T_p1_0)
+
+
+def test_eval_losses_deterministic_and_bad_batch_rejected():
+    """Eval-mode depth losses are deterministic; a wrongly shaped batch gives a clear error."""
+    cfg = small_cpu_config()
+    model = FeatDepthModel(cfg).eval()
+    batch = _batch(cfg, batch_size=1)
+    with torch.no_grad():
+        a = model.depth_losses(batch)[0]
+        b = model.depth_losses(batch)[0]
+    assert float(a) == float(b)
+    batch['images'] = batch['images'][:, :2]
+    with pytest.raises(ValueError, match='frame_ids'):
+        model.depth_losses(batch)

@@ -1,0 +1,429 @@
+"""The ``fmdepth`` node: live monocular depth and egomotion with background online refinement.
+
+Subscriptions (sensor-data QoS): ``image`` (sensor_msgs/Image rgb8/bgr8/mono8/rgba8/bgra8) or
+``image/compressed`` (``use_compressed``), ``camera_info``, ``/tf_static``.
+
+Publications (RELIABLE by default, ``output_reliability``), every one stamped with the input
+image's header (never ``now()``):
+
+* ``depth/image``: 32FC1 metres at the input resolution, NaN outside [min_depth, max_depth];
+* ``depth/camera_info``: the paired camera_info with the identical header (depth_image_proc's
+  ``point_cloud_xyz`` pairs them by exact stamp);
+* ``depth/colored``: rgb8 colour map for people (``publish_colored``);
+* ``odom`` (nav_msgs/Odometry) and TF ``odom_frame -> base_frame`` (REP-105), chained through
+  base_frame -> camera optical frame from /tf_static or ``base_to_camera``;
+* ``/diagnostics``: rate, latency, device, refinement state, input problems.
+
+Threads: the image callback runs in its own MutuallyExclusive callback group; camera_info,
+/tf_static and the diagnostics timer in another; online refinement in its own thread
+(:class:`fmdepth_ros.refinement.OnlineRefiner`), never on the executor.
+"""
+
+import sys
+import time
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rcl_interfaces.msg import SetParametersResult
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from fmdepth_ros.ros import conversions as conv
+from fmdepth_ros.ros import params as node_params
+from fmdepth_ros.ros.diagnostics import NodeStats, build_diagnostics
+from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningThrottle
+from fmdepth_ros.ros.model_setup import StartupError, load_model
+from fmdepth_ros.ros.tf_publisher import (OdometryChain, StaticTfCache, TF_STATIC_QOS,
+                                          TfBroadcaster)
+from fmdepth_ros.scale import DepthScaler
+
+try:
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover - tf2_msgs is built by scripts/setup_env.sh
+    TFMessage = None
+
+RUNTIME_SCALE = ('scale_mode', 'scale_factor', 'camera_height')
+RUNTIME_REFINE = {'refine': 'enabled', 'refine_iterations': 'iterations', 'refine_lr': 'lr',
+                  'refine_target': 'target', 'refine_guard': 'guard'}
+
+
+class DepthNode(Node):
+    """The ``fmdepth`` node.
+
+    ``DepthNode(**kwargs)`` forwards kwargs (context, parameter_overrides, namespace...) to
+    ``rclpy.node.Node``. Raises :class:`StartupError` on bad weights/config.
+    """
+
+    def __init__(self, **kwargs):
+        """Declare parameters, load the networks, create topics, start refinement."""
+        super().__init__('fmdepth', **kwargs)
+        node_params.declare_all(self)
+        self.p = {p.name: self.get_parameter(p.name).value for p in node_params.PARAMS}
+        reason = node_params.validate(self.p)
+        if reason:
+            raise StartupError(f'invalid parameters: {reason}')
+        self.warnings = WarningThrottle(self.get_logger(), self.p['warning_period'])
+        self.stats = NodeStats()
+        self._setup_networks()
+        self.scaler = DepthScaler(self.p['scale_mode'], self.p['scale_factor'],
+                                  self.p['camera_height'])
+        self.window = FrameWindow(self.p['frame_ids'])
+        self.infos = CameraInfoCache()
+        self.static_tf = StaticTfCache()
+        self.odometry = OdometryChain()
+        self._pose_cov = np.zeros(6)
+        self._last_stamp_ns = None
+        self._last_size = None
+        self._first_image_time = None
+        self._frames_since_refine = 0
+        self._skipping = False
+        self._setup_topics()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+        if self.refiner is not None and self.p['refine']:
+            self.refiner.start()
+        self.get_logger().info(
+            f'fmdepth ready: {self.cfg.model.width}x{self.cfg.model.height} network input on '
+            f'{self.device}, refinement {"on" if self.p["refine"] else "off"}, '
+            f'scale_mode {self.p["scale_mode"]}')
+
+    # ----------------------------------------------------------------------------- set-up
+    def _setup_networks(self):
+        from fmdepth_ros.inference import DepthPredictor, PoseEstimator, select_device
+        from fmdepth_ros.refinement import OnlineRefiner
+        model, self.cfg, warning = load_model(self.p['weights'], self.p['config_file'],
+                                              self.p['width'], self.p['height'])
+        if warning:
+            self.get_logger().warning(warning)
+        self.cfg.model.frame_ids = tuple(self.p['frame_ids'])
+        try:
+            self.device, device_warning = select_device(self.p['device'])
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        if device_warning:
+            self.get_logger().warning(device_warning)
+        self.cfg.refine.queue_size = int(self.p['refine_queue_size'])
+        self.predictor = DepthPredictor(model.depth_net, self.cfg, device=self.device)
+        self.pose_estimator = PoseEstimator(model.pose_net, self.cfg, device=self.device)
+        self.refiner = OnlineRefiner(model, self.cfg, device=self.device,
+                                     on_weights=self._swap_weights,
+                                     logger=_LoggingAdapter(self.get_logger()))
+        self.refiner.configure(**{key: self.p[name] for name, key in RUNTIME_REFINE.items()})
+
+    def _setup_topics(self):
+        self.image_group = MutuallyExclusiveCallbackGroup()
+        self.aux_group = MutuallyExclusiveCallbackGroup()
+        in_qos = QoSProfile(**{'history': HistoryPolicy.KEEP_LAST,
+                               'depth': int(self.p['queue_size']),
+                               'reliability': qos_profile_sensor_data.reliability,
+                               'durability': qos_profile_sensor_data.durability})
+        reliability = (ReliabilityPolicy.RELIABLE if self.p['output_reliability'] == 'reliable'
+                       else ReliabilityPolicy.BEST_EFFORT)
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self.p['output_depth']),
+                             reliability=reliability)
+        if self.p['use_compressed']:
+            self.create_subscription(CompressedImage, 'image/compressed', self.compressed_callback,
+                                     in_qos, callback_group=self.image_group)
+        else:
+            self.create_subscription(Image, 'image', self.image_callback, in_qos,
+                                     callback_group=self.image_group)
+        self.create_subscription(CameraInfo, 'camera_info', self.camera_info_callback, in_qos,
+                                 callback_group=self.aux_group)
+        if TFMessage is not None:
+            self.create_subscription(TFMessage, '/tf_static', self.static_tf.add, TF_STATIC_QOS,
+                                     callback_group=self.aux_group)
+        self.depth_pub = self.create_publisher(Image, 'depth/image', out_qos)
+        self.info_pub = self.create_publisher(CameraInfo, 'depth/camera_info', out_qos)
+        self.colored_pub = self.create_publisher(Image, 'depth/colored', out_qos)
+        self.odom_pub = self.create_publisher(Odometry, 'odom', out_qos)
+        self.tf = TfBroadcaster(self)
+        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(float(self.p['diagnostics_period']), self.publish_diagnostics,
+                          callback_group=self.aux_group)
+
+    # ------------------------------------------------------------------------- parameters
+    def _on_set_parameters(self, parameters):
+        """Validate a parameter change (ranges are already checked by the descriptors)."""
+        merged = dict(self.p)
+        for param in parameters:
+            spec = node_params.BY_NAME.get(param.name)
+            if spec is not None and spec.read_only:
+                return SetParametersResult(successful=False,
+                                           reason=f'{param.name} is read-only at run time')
+            merged[param.name] = param.value
+        reason = node_params.validate(merged)
+        return SetParametersResult(successful=reason is None, reason=reason or '')
+
+    def _after_set_parameters(self, parameters):
+        """Apply accepted changes (next frame uses them)."""
+        for param in parameters:
+            self.p[param.name] = param.value
+        names = {param.name for param in parameters}
+        if names & set(RUNTIME_SCALE):
+            self.scaler.configure(mode=self.p['scale_mode'], factor=self.p['scale_factor'],
+                                  camera_height=self.p['camera_height'])
+        if names & set(RUNTIME_REFINE):
+            self.refiner.configure(**{key: self.p[name] for name, key in RUNTIME_REFINE.items()})
+            if self.p['refine']:
+                self.refiner.start()
+        if 'warning_period' in names:
+            self.warnings.period = float(self.p['warning_period'])
+        if names & {'base_to_camera', 'base_frame', 'use_tf_static'}:
+            self.odometry.reset()
+
+    def set_runtime_parameters(self, **values):
+        """Set parameters from keyword arguments (tests, demo); returns the results."""
+        return self.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+
+    # --------------------------------------------------------------------------- callbacks
+    def camera_info_callback(self, msg):
+        """Store a valid camera_info; warn (throttled) about zero/NaN intrinsics."""
+        try:
+            self.infos.add(msg)
+        except ValueError as exc:
+            self.warnings.warn('bad_camera_info', f'ignoring camera_info: {exc}')
+
+    def image_callback(self, msg):
+        """Convert and process one sensor_msgs/Image; never raises."""
+        self._guarded(msg, conv.image_to_rgb)
+
+    def compressed_callback(self, msg):
+        """Convert and process one sensor_msgs/CompressedImage; never raises."""
+        self._guarded(msg, conv.compressed_to_rgb)
+
+    def _guarded(self, msg, convert):
+        self.stats.received += 1
+        try:
+            rgb = convert(msg)
+        except ValueError as exc:
+            self.warnings.warn('bad_image', f'dropping image: {exc}')
+            return
+        except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the node
+            self.warnings.warn('bad_image', f'dropping image: {type(exc).__name__}: {exc}')
+            return
+        try:
+            self.process(msg.header, rgb)
+        except Exception as exc:  # noqa: BLE001 - keep serving later frames
+            self.stats.errors += 1
+            self.warnings.warn('processing_error',
+                               f'frame processing failed: {type(exc).__name__}: {exc}')
+
+    # ------------------------------------------------------------------------- processing
+    def _check_stream(self, stamp_ns, size):
+        """Stamp/size continuity; resets the window (and odometry) when needed. False = drop."""
+        if self._last_size is not None and size != self._last_size:
+            self.warnings.warn('size_change', f'image size changed from '
+                               f'{self._last_size[1]}x{self._last_size[0]} to '
+                               f'{size[1]}x{size[0]}: window reset')
+            self.window.reset()
+        self._last_size = size
+        if self._last_stamp_ns is not None:
+            delta = (stamp_ns - self._last_stamp_ns) * 1e-9
+            if delta == 0:
+                self.warnings.warn('duplicate_stamp', 'image with the same stamp as the '
+                                   'previous one: dropped')
+                return False
+            if delta < 0:
+                self.warnings.warn('stamp_backwards', f'image stamp went backwards by '
+                                   f'{-delta:.3f} s (bag loop?): window and odometry reset')
+                self.window.reset()
+                self.odometry.reset()
+                self._pose_cov[:] = 0
+            elif delta > self.p['max_frame_gap']:
+                self.warnings.warn('stamp_jump', f'image stamp jumped forward by {delta:.3f} s '
+                                   f'(> max_frame_gap {self.p["max_frame_gap"]} s, dropped '
+                                   'frames?): window reset')
+                self.window.reset()
+        self._last_stamp_ns = stamp_ns
+        return True
+
+    def _has_subscribers(self):
+        pubs = [self.depth_pub, self.info_pub, self.odom_pub]
+        if self.p['publish_colored']:
+            pubs.append(self.colored_pub)
+        count = sum(p.get_subscription_count() for p in pubs)
+        if self.p['publish_tf']:
+            count += self.tf.subscription_count()
+        return count > 0
+
+    def _camera_info_for(self, stamp_ns):
+        """Paired (info, K) by exact stamp, else the latest valid one; (None, None) if none."""
+        match = self.infos.match(stamp_ns)
+        waited = min(self.infos.age(), time.monotonic() - self._first_image_time)
+        if waited > self.p['camera_info_timeout']:
+            self.warnings.warn('no_camera_info', f'no valid camera_info for more than '
+                               f'{self.p["camera_info_timeout"]:.1f} s'
+                               + ('' if match else ': publishing depth without '
+                                  'depth/camera_info, refinement paused'))
+        if match is None:
+            return None, None
+        info, K, exact = match
+        if not exact:
+            self.stats.inexact_info += 1
+        return info, K
+
+    def process(self, header, rgb):
+        """Depth, camera_info, odometry and refinement for one converted frame [H,W,3]."""
+        start = time.perf_counter()
+        if self._first_image_time is None:
+            self._first_image_time = time.monotonic()
+        stamp_ns = conv.stamp_to_ns(header.stamp)
+        height, width = rgb.shape[:2]
+        if not self._check_stream(stamp_ns, (height, width)):
+            return
+        if self.p['skip_without_subscribers'] and not self._has_subscribers():
+            if not self._skipping:
+                self.get_logger().info('no subscribers: inference paused')
+            self._skipping = True
+            self.stats.skipped += 1
+            self.window.reset()
+            return
+        if self._skipping:
+            self.get_logger().info('subscriber present: inference resumed')
+            self._skipping = False
+        info, K = self._camera_info_for(stamp_ns)
+        depth = self._publish_depth(header, rgb, info, K)
+        net_image = cv2.resize(rgb, (self.cfg.model.width, self.cfg.model.height),
+                               interpolation=cv2.INTER_AREA)
+        K_net = None
+        if K is not None:
+            K_net = K.copy()
+            K_net[0] *= self.cfg.model.width / float(width)
+            K_net[1] *= self.cfg.model.height / float(height)
+        self.window.push(stamp_ns, net_image, K_net)
+        self._publish_motion(header)
+        self._maybe_refine()
+        self.stats.frame_done(time.perf_counter() - start, depth)
+
+    def _publish_depth(self, header, rgb, info, K):
+        depth = self.predictor.predict(rgb)
+        if K is not None:
+            depth, _ = self.scaler.apply(depth, K)
+        else:
+            depth = depth * np.float32(self.scaler.scale)
+        invalid = ~((depth >= self.p['min_depth']) & (depth <= self.p['max_depth']))
+        depth[invalid] = np.nan
+        self.depth_pub.publish(conv.depth_to_image(depth, header))
+        if info is not None:
+            if (info.width, info.height) != (rgb.shape[1], rgb.shape[0]):
+                out_info = conv.scaled_camera_info(info, rgb.shape[1], rgb.shape[0], header)
+            else:
+                out_info = conv.scaled_camera_info(info, info.width, info.height, header)
+            self.info_pub.publish(out_info)
+        if self.p['publish_colored'] and self.colored_pub.get_subscription_count() > 0:
+            colours = conv.colorize_depth(depth, self.p['min_depth'], self.p['max_depth'])
+            self.colored_pub.publish(conv.rgb_to_image(colours, header))
+        return depth
+
+    def _base_to_camera(self, camera_frame):
+        if self.p['use_tf_static']:
+            T = self.static_tf.lookup(self.p['base_frame'], camera_frame)
+            if T is not None:
+                return T
+        values = self.p['base_to_camera']
+        return conv.xyz_rpy_to_matrix(values[:3], values[3:])
+
+    def _publish_motion(self, header):
+        previous = self.window.previous()
+        if previous is None:
+            return
+        T_prev_cur = self.pose_estimator.estimate(previous[1], self.window.frames[-1][1])
+        camera_frame = self.p['camera_frame'] or header.frame_id
+        self.odometry.T_base_cam = self._base_to_camera(camera_frame)
+        scale = self.scaler.scale
+        T_odom_base = self.odometry.step(T_prev_cur, scale)
+        self._pose_cov += np.array([self.p['translation_variance']] * 3
+                                   + [self.p['rotation_variance']] * 3)
+        dt = (self.window.frames[-1][0] - previous[0]) * 1e-9
+        motion = self.odometry.base_motion(T_prev_cur, scale)
+        twist = None
+        if dt > 0:
+            rotvec = conv.Rotation.from_matrix(motion[:3, :3]).as_rotvec()
+            twist = np.concatenate([motion[:3, 3], rotvec]) / dt
+        if self.p['publish_odom']:
+            self.odom_pub.publish(conv.make_odometry(
+                T_odom_base, header.stamp, self.p['odom_frame'], self.p['base_frame'],
+                pose_cov=self._pose_cov, twist=twist,
+                twist_cov=[self.p['translation_variance'] / max(dt, 1e-3) ** 2] * 3
+                + [self.p['rotation_variance'] / max(dt, 1e-3) ** 2] * 3))
+        if self.p['publish_tf']:
+            self.tf.send([conv.make_transform(T_odom_base, header.stamp, self.p['odom_frame'],
+                                              self.p['base_frame'])])
+        self.stats.poses += 1
+
+    def _maybe_refine(self):
+        if not self.p['refine']:
+            return
+        self._frames_since_refine += 1
+        if self._frames_since_refine < self.p['refine_every']:
+            return
+        window = self.window.batch_window()
+        if window is None:
+            return
+        self._frames_since_refine = 0
+        self.refiner.submit(window)
+
+    def _swap_weights(self, states):
+        """Refiner-thread callback: copy refined weights into the inference networks."""
+        self.predictor.load_depth_state(states['depth_net'])
+        if 'pose_net' in states:
+            self.pose_estimator.load_pose_state(states['pose_net'])
+        self.stats.swaps += 1
+
+    # ------------------------------------------------------------------------ diagnostics
+    def publish_diagnostics(self):
+        """Publish a DiagnosticArray (rate, latency, device, refinement, input problems)."""
+        refine = self.refiner.stats() if self.refiner is not None else {}
+        msg = build_diagnostics(self.get_name(), self.get_clock().now().to_msg(), self.stats,
+                                self.device, refine, self.p['refine'], dict(self.warnings.counts),
+                                self.infos.age(), self._skipping, self.scaler.scale)
+        self.diag_pub.publish(msg)
+
+    def destroy_node(self):
+        """Stop the refinement thread, then destroy the node."""
+        if getattr(self, 'refiner', None) is not None:
+            self.refiner.stop()
+        return super().destroy_node()
+
+
+class _LoggingAdapter:
+    """Lets the refiner thread log through the node's rclpy logger."""
+
+    def __init__(self, logger):
+        self._logger = logger
+
+    def warning(self, fmt, *args):
+        self._logger.warning(fmt % args if args else fmt)
+
+
+def main(args=None):
+    """``depth_node`` executable: run the node until Ctrl-C; returns the exit code."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = DepthNode()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except StartupError as exc:
+        print(f'depth_node: error: {exc}', file=sys.stderr)
+        code = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Start-up of the node's networks: weights or random init, device, inference copies.
+
+Every expected failure raises :class:`StartupError` with a one-line message naming the file, so
+``main()`` can print it and exit non-zero without a traceback.
+"""
+
+import os
+
+from fmdepth_ros.config import load_config, small_cpu_config
+
+
+class StartupError(Exception):
+    """The node cannot start (bad weights file, config, device); one-line message."""
+
+
+def load_model(weights, config_file='', width=0, height=0):
+    """Return ``(model, cfg, warning)`` from a checkpoint or a random initialisation.
+
+    ``width``/``height`` > 0 override the network input size (the DepthNet is fully
+    convolutional). ``warning`` is a one-line message for random initialisation, else None.
+    """
+    from fmdepth_ros.checkpoint import CheckpointError, build_model, load_checkpoint
+    warning = None
+    if weights:
+        if not os.path.isfile(weights):
+            raise StartupError(f'weights file not found: {weights}')
+        try:
+            model, cfg, _ = load_checkpoint(weights, map_location='cpu')
+        except CheckpointError as exc:
+            raise StartupError(f'cannot load weights {weights}: {exc}') from None
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a start-up error
+            raise StartupError(f'cannot load weights {weights}: '
+                               f'{type(exc).__name__}: {exc}') from None
+    else:
+        try:
+            cfg = load_config(config_file) if config_file else small_cpu_config()
+        except (OSError, ValueError) as exc:
+            raise StartupError(f'cannot read config_file {config_file}: {exc}') from None
+        model = build_model(cfg)
+        warning = ('no weights given: the networks are randomly initialised, depth and '
+                   'odometry are meaningless until online refinement has learned')
+    if width or height:
+        if width % 32 or height % 32 or width <= 0 or height <= 0:
+            raise StartupError(f'width and height must both be positive multiples of 32, '
+                               f'got {width}x{height}')
+        cfg.model.width, cfg.model.height = int(width), int(height)
+    model.eval()
+    return model, cfg, warning

@@ -1,0 +1,162 @@
+"""Parameters of the ``fmdepth`` node: one table with defaults, descriptions, ranges, read-only.
+
+Read-only parameters are fixed at start-up (they shape the model, topics or QoS); the others
+take effect on the next frame when changed with ``ros2 param set`` / ``set_parameters``.
+Range violations are rejected by the descriptors (rclpy), other invalid values (enum strings,
+``min_depth >= max_depth``...) by :func:`validate` with a one-line reason.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+DEFAULT_BASE_TO_CAMERA = [0.0, 0.0, 0.0, -math.pi / 2, 0.0, -math.pi / 2]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: name, default, description, numeric range, read-only flag, choices."""
+
+    name: str
+    default: Any
+    description: str
+    range: Optional[Tuple[float, float]] = None
+    read_only: bool = False
+    choices: Optional[Tuple[str, ...]] = None
+    step: float = 0
+
+
+PARAMS = (
+    # model and device (fixed at start-up)
+    Param('weights', '', 'checkpoint file (fmdepth train / convert); empty = random '
+          'initialisation (depth is meaningless until online refinement has learned)',
+          read_only=True),
+    Param('config_file', '', 'YAML model config used when weights is empty; empty = the small '
+          'CPU config (ResNet-18, 64x192)', read_only=True),
+    Param('device', 'auto', 'inference/refinement device: auto, cuda, cuda:N or cpu '
+          '(falls back to the CPU with a warning)', read_only=True),
+    Param('width', 0, 'network input width in pixels (multiple of 32); 0 = from the checkpoint',
+          range=(0, 4096), read_only=True, step=32),
+    Param('height', 0, 'network input height in pixels (multiple of 32); 0 = from the '
+          'checkpoint', range=(0, 4096), read_only=True, step=32),
+    Param('frame_ids', [0, -1, 1], 'frame ids of a refinement window (target first); '
+          'the sliding window holds max-min+1 frames', read_only=True),
+    Param('queue_size', 5, 'history depth of the input subscriptions', range=(1, 100),
+          read_only=True),
+    Param('use_compressed', False, 'subscribe to image/compressed (CompressedImage) instead of '
+          'image', read_only=True),
+    Param('output_reliability', 'reliable', 'QoS reliability of the outputs: reliable '
+          '(depth_image_proc) or best_effort', read_only=True,
+          choices=('reliable', 'best_effort')),
+    Param('output_depth', 5, 'QoS history depth of the outputs', range=(1, 100), read_only=True),
+    # outputs
+    Param('min_depth', 0.1, 'depth below this (metres, after scaling) is published as NaN',
+          range=(0.0, 1000.0)),
+    Param('max_depth', 100.0, 'depth above this (metres, after scaling) is published as NaN',
+          range=(0.001, 10000.0)),
+    Param('publish_colored', True, 'publish depth/colored (rgb8 turbo colour map of inverse '
+          'depth) when someone subscribes'),
+    Param('skip_without_subscribers', True, 'skip inference while no output has a subscriber'),
+    # scale
+    Param('scale_mode', 'none', 'none: network depth as is (up to scale); fixed: multiply by '
+          'scale_factor; camera_height: RANSAC ground-plane fit against camera_height',
+          choices=('none', 'fixed', 'camera_height')),
+    Param('scale_factor', 1.0, 'depth/translation factor for scale_mode fixed',
+          range=(1e-6, 1e6)),
+    Param('camera_height', 1.65, 'camera height above the ground in metres (scale_mode '
+          'camera_height)', range=(0.01, 100.0)),
+    # odometry / TF
+    Param('publish_odom', True, 'publish nav_msgs/Odometry on odom'),
+    Param('publish_tf', True, 'broadcast odom_frame -> base_frame on /tf (turn off when '
+          'robot_localization owns that transform)'),
+    Param('odom_frame', 'odom', 'odometry frame (REP-105)'),
+    Param('base_frame', 'base_link', 'robot body frame (REP-105)'),
+    Param('camera_frame', '', 'camera optical frame; empty = the image header frame_id'),
+    Param('base_to_camera', DEFAULT_BASE_TO_CAMERA, 'base_frame -> camera optical frame as '
+          '[x, y, z, roll, pitch, yaw] (m, rad), used unless /tf_static provides it; default '
+          'is the standard optical rotation at the base origin'),
+    Param('use_tf_static', True, 'take base_frame -> camera frame from /tf_static when present'),
+    Param('translation_variance', 0.01, 'odometry position variance added per frame (m^2, '
+          'after scaling)', range=(0.0, 1e6)),
+    Param('rotation_variance', 0.001, 'odometry orientation variance added per frame (rad^2)',
+          range=(0.0, 1e6)),
+    # input checks
+    Param('camera_info_timeout', 5.0, 'warn when images arrive without a valid camera_info for '
+          'this long (s)', range=(0.1, 3600.0)),
+    Param('max_frame_gap', 1.0, 'a forward stamp jump larger than this (s) resets the window',
+          range=(0.001, 3600.0)),
+    Param('warning_period', 5.0, 'minimum seconds between two warnings of the same kind',
+          range=(0.0, 3600.0)),
+    # online refinement
+    Param('refine', False, 'online refinement in a background thread (self-supervised '
+          'photometric + feature-metric losses)'),
+    Param('refine_iterations', 20, 'Adam steps per refinement window', range=(1, 1000)),
+    Param('refine_lr', 1e-4, 'refinement learning rate', range=(1e-8, 1e-1)),
+    Param('refine_target', 'decoder', 'what is refined: decoder (depth decoder) or all '
+          '(DepthNet + PoseNet)', choices=('decoder', 'all')),
+    Param('refine_guard', True, 'revert a window\'s refinement when its loss gets worse or '
+          'not finite'),
+    Param('refine_every', 1, 'submit a refinement window every N frames', range=(1, 10000)),
+    Param('refine_queue_size', 2, 'refinement queue length (the oldest window is dropped)',
+          range=(1, 100), read_only=True),
+    Param('diagnostics_period', 1.0, 'seconds between /diagnostics messages',
+          range=(0.05, 3600.0), read_only=True),
+)
+
+BY_NAME = {p.name: p for p in PARAMS}
+
+
+def descriptor(param):
+    """Build the ParameterDescriptor of ``param`` (range, read-only, constraints)."""
+    desc = ParameterDescriptor(description=param.description, read_only=param.read_only)
+    if param.choices:
+        desc.additional_constraints = 'one of: ' + ', '.join(param.choices)
+    if param.range is not None:
+        lo, hi = param.range
+        if isinstance(param.default, bool):
+            pass
+        elif isinstance(param.default, int):
+            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi),
+                                               step=int(param.step))]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(lo),
+                                                            to_value=float(hi), step=0.0)]
+    return desc
+
+
+def declare_all(node):
+    """Declare every parameter of :data:`PARAMS` on ``node``."""
+    for param in PARAMS:
+        node.declare_parameter(param.name, param.default, descriptor(param))
+
+
+def validate(values):
+    """Return a one-line reason why the parameter dict ``values`` is invalid, or None.
+
+    ``values`` maps names to new values merged over the current ones (cross-parameter checks
+    such as ``min_depth < max_depth`` need both).
+    """
+    for name, value in values.items():
+        param = BY_NAME.get(name)
+        if param is None:
+            continue
+        if param.choices and value not in param.choices:
+            return f'{name} must be one of {", ".join(param.choices)}, got {value!r}'
+        if name == 'base_to_camera':
+            if len(value) != 6 or not all(math.isfinite(v) for v in value):
+                return 'base_to_camera must be 6 finite numbers [x, y, z, roll, pitch, yaw]'
+        if name == 'frame_ids':
+            ids = list(value)
+            if not ids or ids[0] != 0 or len(set(ids)) != len(ids) or len(ids) < 2:
+                return 'frame_ids must start with 0 and list distinct source ids, e.g. [0, -1, 1]'
+        if name in ('odom_frame', 'base_frame') and not str(value).strip():
+            return f'{name} must not be empty'
+    if values.get('min_depth', 0.0) >= values.get('max_depth', math.inf):
+        return (f'min_depth ({values["min_depth"]}) must be smaller than '
+                f'max_depth ({values["max_depth"]})')
+    if values.get('odom_frame') is not None and values.get('odom_frame') == values.get(
+            'base_frame'):
+        return 'odom_frame and base_frame must differ'
+    return None

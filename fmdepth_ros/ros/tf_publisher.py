@@ -1,0 +1,145 @@
+"""Odometry chaining and TF output for the ``fmdepth`` node (REP-105).
+
+* :class:`OdometryChain` integrates camera motions ``T_earlier_later`` (optical frames) into
+  ``T_odom_base``: the odom frame is the base_link pose at the first frame (or after a reset),
+  and ``T_odom_base = T_base_cam @ T_cam0_camt @ inv(T_base_cam)``.
+* :class:`StaticTfCache` listens to ``/tf_static`` (tf2_ros is not on PyPI, so the static tree
+  is kept here) and looks up ``T_base_camera``.
+* :class:`TfBroadcaster` sends TransformStamped through tf2_ros when importable, else as
+  ``tf2_msgs/TFMessage`` on ``/tf``; without tf2_msgs it logs once and sends nothing.
+"""
+
+import numpy as np
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from fmdepth_ros.ros.conversions import transform_to_matrix
+
+try:  # pragma: no cover - depends on the installation
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover
+    TFMessage = None
+
+try:  # pragma: no cover - tf2_ros is not on PyPI
+    import tf2_ros
+except ImportError:
+    tf2_ros = None
+
+TF_STATIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                           reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+TF_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                    reliability=ReliabilityPolicy.RELIABLE)
+
+
+class OdometryChain:
+    """Accumulates camera motion into base_link odometry.
+
+    ``T_base_cam`` [4,4]: base_frame -> camera optical frame (p_base = T @ p_cam).
+    """
+
+    def __init__(self, T_base_cam=None):
+        """Start at the identity pose."""
+        self.T_base_cam = np.eye(4) if T_base_cam is None else np.asarray(T_base_cam, float)
+        self.reset()
+
+    def reset(self):
+        """Restart odometry at the identity (odom frame = current base pose)."""
+        self.T_cam0_cam = np.eye(4)
+        self.frames = 0
+        self.distance = 0.0
+
+    def step(self, T_earlier_later, scale=1.0):
+        """Append one camera motion (translation multiplied by ``scale``); returns T_odom_base."""
+        motion = np.array(T_earlier_later, dtype=np.float64)
+        motion[:3, 3] *= scale
+        self.T_cam0_cam = self.T_cam0_cam @ motion
+        self.frames += 1
+        self.distance += float(np.linalg.norm(motion[:3, 3]))
+        return self.T_odom_base
+
+    @property
+    def T_odom_base(self):
+        """Return the current base pose in the odom frame [4,4]."""
+        return self.T_base_cam @ self.T_cam0_cam @ np.linalg.inv(self.T_base_cam)
+
+    def base_motion(self, T_earlier_later, scale=1.0):
+        """Return the base_link motion [4,4] of a camera motion (for the twist)."""
+        motion = np.array(T_earlier_later, dtype=np.float64)
+        motion[:3, 3] *= scale
+        return self.T_base_cam @ motion @ np.linalg.inv(self.T_base_cam)
+
+
+class StaticTfCache:
+    """The /tf_static tree (child -> (parent, T_parent_child)) and chain look-ups."""
+
+    def __init__(self):
+        """Start empty."""
+        self.edges = {}
+
+    def add(self, msg):
+        """Store every transform of a TFMessage; invalid ones are skipped."""
+        for tf in msg.transforms:
+            try:
+                T = transform_to_matrix(tf.transform)
+            except ValueError:
+                continue
+            self.edges[tf.child_frame_id.lstrip('/')] = (tf.header.frame_id.lstrip('/'), T)
+
+    def lookup(self, parent, child):
+        """``T_parent_child`` [4,4] chained through static edges, or None when not connected."""
+        parent, child = parent.lstrip('/'), child.lstrip('/')
+        up = {child: np.eye(4)}         # frame -> T_frame_child, walking up from child
+        frame, T = child, np.eye(4)
+        while frame in self.edges and len(up) < 64:
+            frame_parent, T_edge = self.edges[frame]
+            T = T_edge @ T
+            frame = frame_parent
+            up[frame] = T
+        if parent in up:
+            return up[parent]
+        frame, T = parent, np.eye(4)    # T_frame_parent, walking up from parent
+        seen = 0
+        while frame in self.edges and seen < 64:
+            frame_parent, T_edge = self.edges[frame]
+            T = T_edge @ T
+            frame = frame_parent
+            seen += 1
+            if frame in up:             # common ancestor: T_parent_child = inv(T_a_p) T_a_c
+                return np.linalg.inv(T) @ up[frame]
+        return None
+
+
+class TfBroadcaster:
+    """Sends TransformStamped messages on /tf (tf2_ros when importable, else TFMessage)."""
+
+    def __init__(self, node, callback_group=None):
+        """Create the publisher; logs once when no TF transport is available."""
+        self.node = node
+        self.backend = None
+        self._pub = None
+        if tf2_ros is not None:  # pragma: no cover - not installable from PyPI
+            self._pub = tf2_ros.TransformBroadcaster(node)
+            self.backend = 'tf2_ros'
+        elif TFMessage is not None:
+            self._pub = node.create_publisher(TFMessage, '/tf', TF_QOS,
+                                              callback_group=callback_group)
+            self.backend = 'tf2_msgs'
+        else:
+            node.get_logger().warning('neither tf2_ros nor tf2_msgs is importable: TF output '
+                                      'is disabled (odometry is still published on odom)')
+
+    def subscription_count(self):
+        """Return the number of /tf subscribers (0 when TF is unavailable)."""
+        if self._pub is None:
+            return 0
+        pub = getattr(self._pub, 'pub_tf', self._pub)
+        return pub.get_subscription_count()
+
+    def send(self, transforms):
+        """Broadcast a list of TransformStamped."""
+        if self._pub is None:
+            return
+        if self.backend == 'tf2_ros':  # pragma: no cover
+            self._pub.sendTransform(transforms)
+        else:
+            self._pub.publish(TFMessage(transforms=list(transforms)))

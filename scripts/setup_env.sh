@@ -92,7 +92,13 @@ PYVER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if [[ $SYSTEM_ROS == 0 && $PYVER != 3.11 && $PYVER != 3.12 ]]; then
     die "$VENV has Python $PYVER; the ROS 2 Kilted wheels need 3.11 or 3.12 (remove $VENV)"
 fi
-pip_install() { "$PY" -m pip install --disable-pip-version-check --no-input "$@"; }
+pip_install() {
+    # Drops the "Location ... is ignored" noise of local index mirrors; keeps pip's exit code.
+    local rc=0
+    "$PY" -m pip install --disable-pip-version-check --no-input "$@" 2>&1 \
+        | { grep -v -e 'is ignored: it is neither a file nor a directory' || true; } || rc=$?
+    return $rc
+}
 # -q unless asked: a satisfied requirement list is hundreds of lines otherwise.
 PIPQ=(-q)
 [[ -n "${FMDEPTH_SETUP_VERBOSE:-}" ]] && PIPQ=()
@@ -105,6 +111,8 @@ PY_DEPS=(
     tensorboard matplotlib kornia rosbags mcap mcap-ros2-support
     hypothesis pytest flake8 flake8-docstrings pydocstyle catkin-pkg colcon-common-extensions
 )
+# ament's linters (pure Python; a system ROS 2 has them when the test_depends are installed)
+AMENT_LINTERS=(ros-ament-flake8 ros-ament-pep257)
 ROS_WHEELS=(
     'ros-rclpy==9.1.*' ros-rmw-fastrtps-cpp ros-sensor-msgs ros-geometry-msgs ros-std-msgs
     ros-nav-msgs ros-diagnostic-msgs ros-builtin-interfaces ros-rcl-interfaces
@@ -117,7 +125,7 @@ ROS_WHEELS=(
 if [[ $SYSTEM_ROS == 1 ]]; then
     pip_install "${PIPQ[@]}" "${PY_DEPS[@]}"
 else
-    pip_install "${PIPQ[@]}" "${PY_DEPS[@]}" "${ROS_WHEELS[@]}"
+    pip_install "${PIPQ[@]}" "${PY_DEPS[@]}" "${ROS_WHEELS[@]}" "${AMENT_LINTERS[@]}"
     if [[ -d "$LAUNCH_WHEELS" ]]; then
         # Pinned wheels of ros2/launch, launch_ros, ros2cli: never PyPI's unrelated `launch`.
         log "installing ros2 launch wheels from $LAUNCH_WHEELS"

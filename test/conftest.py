@@ -1,0 +1,96 @@
+"""Shared pytest set-up for fmdepth_ros.
+
+Runs before any test module is imported, so the settings below reach every rclpy context and
+every child process (``fmdepth ...``, ``ros2 launch ...``) that tests start:
+
+* ``ROS_DOMAIN_ID``: one random domain per pytest session (1..100), so parallel test runs on
+  one machine (CI jobs, several engineers) never see each other's topics. Set
+  ``FMDEPTH_TEST_ROS_DOMAIN_ID`` to pin it (e.g. to watch a test with ``ros2 topic echo``).
+* ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` unless already set: tests stay on this host.
+* ``AMENT_PREFIX_PATH`` gains the running venv (``sys.prefix``) when it holds an ament index,
+  so ``ros2 launch fmdepth_ros ...`` and ``ament_index_python`` work without sourcing
+  ``scripts/env.sh``.
+* ``OMP_NUM_THREADS`` / ``torch.set_num_threads(2)``: CI has 2 cores.
+
+Markers: ``linter`` (style checks), ``slow`` (more than ~10 s), ``ros`` (needs rclpy / a ROS
+graph). Deselect with e.g. ``-m 'not slow'``.
+
+Fixture ``ros_context``: an initialised, private ``rclpy`` context for in-process tests.
+"""
+
+import os
+import random
+import sys
+
+import pytest
+
+TORCH_THREADS = 2
+
+
+def _setup_process_environment():
+    """Set the environment variables described in the module docstring."""
+    pinned = os.environ.get('FMDEPTH_TEST_ROS_DOMAIN_ID')
+    # 1..100: 0 is everyone's default domain; >101 collides with ephemeral ports on Linux.
+    os.environ['ROS_DOMAIN_ID'] = pinned or str(random.SystemRandom().randint(1, 100))
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    os.environ.setdefault('OMP_NUM_THREADS', str(TORCH_THREADS))
+    index = os.path.join(sys.prefix, 'share', 'ament_index', 'resource_index')
+    prefixes = [p for p in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]
+    if os.path.isdir(index) and sys.prefix not in prefixes:
+        os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join([sys.prefix] + prefixes)
+
+
+_setup_process_environment()
+
+
+def pytest_configure(config):
+    """Register the project's markers."""
+    config.addinivalue_line('markers', 'linter: code style checks (flake8, pep257, xmllint)')
+    for name in ('flake8', 'pep257', 'xmllint'):  # ament's per-linter markers
+        config.addinivalue_line('markers', f'{name}: the {name} linter test')
+    config.addinivalue_line('markers', 'slow: takes more than about 10 s on 2 CPU cores')
+    config.addinivalue_line('markers', 'ros: needs rclpy and a ROS 2 graph')
+
+
+def pytest_report_header(config):
+    """Show the ROS domain of this session (to reproduce a run with FMDEPTH_TEST_ROS_DOMAIN_ID)."""
+    return f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}"
+
+
+_torch_threads_set = False
+
+
+def pytest_runtest_setup(item):
+    """Limit torch to TORCH_THREADS threads once a test module has imported torch."""
+    global _torch_threads_set
+    torch = sys.modules.get('torch')
+    if torch is not None and not _torch_threads_set:
+        torch.set_num_threads(TORCH_THREADS)
+        _torch_threads_set = True
+
+
+@pytest.fixture
+def ros_context():
+    """Yield an initialised private ``rclpy.context.Context``; shut it down afterwards.
+
+    Pass it to everything ROS the test creates, so tests never share the global context::
+
+        def test_talk(ros_context):
+            node = rclpy.create_node('probe', context=ros_context)
+            executor = rclpy.executors.SingleThreadedExecutor(context=ros_context)
+            executor.add_node(node)
+            ...
+            node.destroy_node()   # optional: shutdown destroys what is left
+
+    The session's random ROS_DOMAIN_ID applies (nodes of one test see each other and the
+    processes the test starts, nothing else).
+    """
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        rclpy.try_shutdown(context=context)

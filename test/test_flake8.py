@@ -1,0 +1,56 @@
+"""flake8 over the package's Python files (ament_python's test_flake8, usable without ament).
+
+Uses ``ament_flake8`` (PyPI ``ros-ament-flake8``, or a system ROS 2) with its ament
+configuration, as ``colcon test`` does; without it, plain flake8 with the same settings.
+Missing docstrings are test_pep257.py's job, as in ament.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ament_flake8/configuration/ament_flake8.ini (Kilted), for the fallback without ament_flake8.
+AMENT_IGNORE = 'B902,C816,D100,D101,D102,D103,D104,D105,D106,D107,D203,D212,D404,I202'
+MAX_LINE_LENGTH = 99
+
+
+def lint_paths():
+    """Return the paths to lint, relative to the repository root."""
+    paths = ['fmdepth_ros', 'launch', 'test', 'setup.py']
+    scripts = glob.glob(os.path.join(ROOT, 'scripts', '*.py'))
+    paths += sorted(os.path.relpath(p, ROOT) for p in scripts)
+    return [p for p in paths if os.path.exists(os.path.join(ROOT, p))]
+
+
+def run_flake8(paths):
+    """Run flake8 on ``paths`` from the repository root; return (exit code, report lines)."""
+    try:
+        from ament_flake8.main import main_with_errors
+    except ImportError:
+        main_with_errors = None
+    if main_with_errors is not None:
+        cwd = os.getcwd()
+        os.chdir(ROOT)
+        try:
+            return main_with_errors(argv=paths)
+        finally:
+            os.chdir(cwd)
+    proc = subprocess.run(
+        [sys.executable, '-m', 'flake8', '--isolated',
+         f'--max-line-length={MAX_LINE_LENGTH}', f'--extend-ignore={AMENT_IGNORE}', *paths],
+        cwd=ROOT, capture_output=True, text=True)
+    assert 'No module named flake8' not in proc.stderr, proc.stderr
+    return proc.returncode, proc.stdout.splitlines() + proc.stderr.splitlines()
+
+
+@pytest.mark.flake8
+@pytest.mark.linter
+def test_flake8():
+    """The package, launch files, tests and scripts are flake8 clean."""
+    rc, errors = run_flake8(lint_paths())
+    assert rc == 0, 'Found %d code style errors / warnings:\n' % len(errors) + '\n'.join(errors)

@@ -1,0 +1,234 @@
+"""The installed package: ament layout, executables, CLI help, and the core/ROS split.
+
+Run after ``bash scripts/setup_env.sh`` (or a colcon build + sourced install). The install
+prefix is found the way ``ros2 launch`` finds it: through the ament index on AMENT_PREFIX_PATH
+(test/conftest.py adds the running venv).
+"""
+
+import ast
+import contextlib
+import glob
+import importlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from fmdepth_ros.cli import SUBCOMMANDS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = 'fmdepth_ros'
+CORE = os.path.join(ROOT, PACKAGE)
+ROS_DIR = os.path.join(CORE, 'ros')
+
+# Modules the ROS-free core must not import (``fmdepth_ros/ros/`` may).
+ROS_MODULES = {'rclpy', 'launch', 'launch_ros', 'launch_testing', 'ament_index_python',
+               'cv_bridge', 'message_filters', 'rosidl_runtime_py', 'rosbag2_py', 'rosidl_parser',
+               'builtin_interfaces', 'fmdepth_ros.ros'}
+ROS_MODULE_PATTERN = re.compile(r'^(tf2\w*|\w+_msgs|\w+_srvs|\w+_interfaces)$')
+
+
+def install_prefix():
+    """Return the install prefix of fmdepth_ros from the ament index, or fail with a hint."""
+    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        marker = os.path.join(prefix, 'share', 'ament_index', 'resource_index', 'packages',
+                              PACKAGE)
+        if prefix and os.path.isfile(marker):
+            return prefix
+    pytest.fail(f'{PACKAGE} is not in the ament index of AMENT_PREFIX_PATH='
+                f"{os.environ.get('AMENT_PREFIX_PATH')!r}: run bash scripts/setup_env.sh")
+
+
+def find_executable(prefix, name):
+    """Return the path of console script ``name`` (pip: bin/, colcon: lib/fmdepth_ros/)."""
+    for folder in (os.path.join(prefix, 'bin'), os.path.join(prefix, 'lib', PACKAGE)):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    pytest.fail(f'no executable {name} under {prefix}/bin or {prefix}/lib/{PACKAGE}')
+
+
+def read(path):
+    """Return the bytes of ``path``."""
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def test_ament_index_marker_and_share_files():
+    """The marker, package.xml, launch files and configs are installed under share/."""
+    prefix = install_prefix()
+    share = os.path.join(prefix, 'share', PACKAGE)
+    expected = ['package.xml'] + [
+        os.path.relpath(p, ROOT)
+        for pattern in ('launch/*.launch.py', 'config/*.yaml')
+        for p in glob.glob(os.path.join(ROOT, pattern))]
+    for rel in expected:
+        installed = os.path.join(share, rel)
+        assert os.path.isfile(installed), f'{installed} missing: re-run scripts/setup_env.sh'
+        assert read(installed) == read(os.path.join(ROOT, rel)), f'{installed} is stale'
+
+
+def test_depth_node_is_where_ros2_launch_looks():
+    """``<prefix>/lib/fmdepth_ros/depth_node`` is an executable running this tree's code."""
+    path = os.path.join(install_prefix(), 'lib', PACKAGE, 'depth_node')
+    assert os.path.isfile(path) and os.access(path, os.X_OK), path
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    interpreter = text.splitlines()[0][2:].split()[0]
+    assert text.startswith('#!') and os.access(interpreter, os.X_OK), f'bad shebang in {path}'
+    assert 'fmdepth_ros.ros.depth_node' in text
+    proc = subprocess.run(
+        [interpreter, '-c', 'import fmdepth_ros; print(fmdepth_ros.__file__)'],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert os.path.dirname(os.path.realpath(proc.stdout.strip())) == os.path.realpath(CORE), (
+        'the installed interpreter does not run this working tree (editable install?)')
+
+
+def test_depth_node_entry_point_exists():
+    """The ``depth_node`` console script's target is importable."""
+    module = importlib.import_module('fmdepth_ros.ros.depth_node')
+    assert callable(module.main)
+
+
+def test_ros2_pkg_lists_depth_node():
+    """``ros2 pkg executables`` (the ros2cli lookup behind ros2 run/launch) finds depth_node."""
+    ros2 = shutil.which('ros2', path=os.path.join(sys.prefix, 'bin') + os.pathsep
+                        + os.environ.get('PATH', ''))
+    if ros2 is None:
+        pytest.skip('ros2cli not installed (no ../shared/wheels/ros2-launch, no system ROS 2)')
+    proc = subprocess.run([ros2, 'pkg', 'executables', PACKAGE],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f'{PACKAGE} depth_node' in proc.stdout.splitlines()
+
+
+def test_fmdepth_help_lists_every_subcommand():
+    """The installed ``fmdepth --help`` runs and names every subcommand."""
+    fmdepth = find_executable(install_prefix(), 'fmdepth')
+    proc = subprocess.run([fmdepth, '--help'], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith('usage: fmdepth')
+    for name in SUBCOMMANDS:
+        assert name in proc.stdout
+
+
+@pytest.mark.parametrize('name', sorted(SUBCOMMANDS))
+def test_subcommand_help(name):
+    """``fmdepth <name> --help`` prints its usage and exits 0 (in-process: fast)."""
+    from fmdepth_ros import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        cli.main([name, '--help'])
+    assert exit_info.value.code == 0
+    assert out.getvalue().startswith(f'usage: fmdepth {name}')
+
+
+def package_of(path):
+    """Return the dotted package name of a file in this repository."""
+    return os.path.relpath(os.path.dirname(path), ROOT).replace(os.sep, '.')
+
+
+def imported_modules(path, package):
+    """Return the absolute module names imported by file ``path`` of package ``package``."""
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read(), filename=path)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import: resolve against the file's package
+                base = package.split('.')[:len(package.split('.')) - node.level + 1]
+                module = '.'.join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            names.add(module)
+            names.update(f'{module}.{alias.name}' for alias in node.names)
+    return names
+
+
+def is_ros_module(name):
+    """Return whether module ``name`` belongs to ROS (or to this package's ROS layer)."""
+    parts = name.split('.')
+    prefixes = {'.'.join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return bool(prefixes & ROS_MODULES) or bool(ROS_MODULE_PATTERN.match(parts[0]))
+
+
+def core_files():
+    """Return the package's Python files outside fmdepth_ros/ros/."""
+    files = glob.glob(os.path.join(CORE, '**', '*.py'), recursive=True)
+    return sorted(f for f in files if not f.startswith(ROS_DIR + os.sep))
+
+
+def test_core_imports_no_ros():
+    """No module of the core (everything but fmdepth_ros/ros/) imports a ROS module."""
+    offenders = {}
+    for path in core_files():
+        bad = sorted(n for n in imported_modules(path, package_of(path)) if is_ros_module(n))
+        if bad:
+            offenders[os.path.relpath(path, ROOT)] = bad
+    assert offenders == {}
+
+
+def test_ros_import_check_can_fail(tmp_path):
+    """The import scan recognises ROS imports in every spelling (so the check above can fail)."""
+    assert is_ros_module('rclpy.node')
+    assert is_ros_module('sensor_msgs.msg')
+    assert is_ros_module('tf2_ros')
+    assert is_ros_module('fmdepth_ros.ros.conversions')
+    assert not is_ros_module('rosbags.typesys')
+    assert not is_ros_module('fmdepth_ros.geometry')
+    probe = tmp_path / 'probe.py'
+    probe.write_text('from ..ros import conversions\nfrom geometry_msgs.msg import Pose\n'
+                     'import rclpy.node\nfrom . import geometry\n')
+    names = imported_modules(str(probe), 'fmdepth_ros.data')
+    assert names >= {'fmdepth_ros.ros', 'fmdepth_ros.ros.conversions', 'geometry_msgs.msg',
+                     'rclpy.node', 'fmdepth_ros.data.geometry'}
+    assert sorted(filter(is_ros_module, names)) == [
+        'fmdepth_ros.ros', 'fmdepth_ros.ros.conversions', 'geometry_msgs.msg',
+        'geometry_msgs.msg.Pose', 'rclpy.node']
+
+
+def test_setup_and_package_xml_agree():
+    """setup.py and package.xml name the same package and version; scripts go to lib/<pkg>."""
+    root = ET.parse(os.path.join(ROOT, 'package.xml')).getroot()
+    with open(os.path.join(ROOT, 'setup.py'), encoding='utf-8') as f:
+        setup_py = f.read()
+    assert root.findtext('name') == PACKAGE
+    assert f"PACKAGE = '{PACKAGE}'" in setup_py
+    assert f"version='{root.findtext('version')}'" in setup_py
+    with open(os.path.join(ROOT, 'setup.cfg'), encoding='utf-8') as f:
+        setup_cfg = f.read()
+    assert f'script_dir=$base/lib/{PACKAGE}' in setup_cfg
+    assert f'install_scripts=$base/lib/{PACKAGE}' in setup_cfg
+
+
+def test_package_xml_declares_runtime_and_test_dependencies():
+    """package.xml lists what the code imports at run time and the ament linters."""
+    root = ET.parse(os.path.join(ROOT, 'package.xml')).getroot()
+    depends = {e.text.strip() for e in root if e.tag in ('depend', 'exec_depend')}
+    test_depends = {e.text.strip() for e in root if e.tag in ('depend', 'test_depend')}
+    assert depends >= {
+        'rclpy', 'sensor_msgs', 'geometry_msgs', 'nav_msgs', 'diagnostic_msgs', 'tf2_msgs',
+        'tf2_ros', 'launch_ros', 'python3-torch', 'python3-numpy', 'python3-opencv',
+        'python3-yaml'}
+    assert test_depends >= {'ament_flake8', 'ament_pep257', 'ament_xmllint', 'python3-pytest'}
+
+
+def test_ci_runs_the_readme_test_command():
+    """``.ci/run`` contains README's test command verbatim."""
+    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, '.ci', 'run'), encoding='utf-8') as f:
+        ci = f.read()
+    commands = re.findall(r'^\s*(bash scripts/setup_env\.sh && \S*python -m pytest[^\n`]*)',
+                          readme, flags=re.MULTILINE)
+    assert commands, 'README has no "bash scripts/setup_env.sh && ... -m pytest ..." line'
+    assert commands[0].strip() in ci

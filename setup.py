@@ -18,12 +18,13 @@ setup(
         (os.path.join('share', PACKAGE, 'config'), glob('config/*.yaml')),
     ],
     install_requires=['setuptools'],
+    python_requires='>=3.10',
     zip_safe=True,
     maintainer='fmdepth_ros maintainers',
     maintainer_email='maintainers@fmdepth-ros.dev',
     description='FeatDepth self-supervised monocular depth and egomotion for ROS 2.',
     license='Apache-2.0',
-    tests_require=['pytest'],
+    extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
             'fmdepth = fmdepth_ros.cli:main',

@@ -232,3 +232,36 @@ def test_ci_runs_the_readme_test_command():
                           readme, flags=re.MULTILINE)
     assert commands, 'README has no "bash scripts/setup_env.sh && ... -m pytest ..." line'
     assert commands[0].strip() in ci
+
+
+def test_colcon_build_installs_the_ament_layout(tmp_path):
+    """``colcon build`` of a copy of the package gives a ROS user the same layout."""
+    colcon = shutil.which('colcon', path=os.path.join(sys.prefix, 'bin') + os.pathsep
+                          + os.environ.get('PATH', ''))
+    if colcon is None:
+        pytest.skip('colcon not installed (scripts/setup_env.sh installs it)')
+    source = tmp_path / 'src' / PACKAGE
+    keep = ['package.xml', 'setup.py', 'setup.cfg', 'resource', PACKAGE, 'launch', 'config']
+    for name in keep:
+        path = os.path.join(ROOT, name)
+        if os.path.isdir(path):
+            shutil.copytree(path, source / name,
+                            ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        elif os.path.exists(path):
+            os.makedirs(source, exist_ok=True)
+            shutil.copy(path, source / name)
+    proc = subprocess.run(
+        [colcon, '--log-base', str(tmp_path / 'log'), 'build',
+         '--base-paths', str(tmp_path / 'src'), '--build-base', str(tmp_path / 'build'), '--install-base', str(tmp_path / 'install'),
+         '--event-handlers', 'console_direct-'],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    prefix = tmp_path / 'install' / PACKAGE
+    assert (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' / PACKAGE).is_file()
+    assert (prefix / 'share' / PACKAGE / 'package.xml').is_file()
+    for pattern in ('launch/*.launch.py', 'config/*.yaml'):
+        for path in glob.glob(os.path.join(ROOT, pattern)):
+            assert (prefix / 'share' / PACKAGE / os.path.relpath(path, ROOT)).is_file()
+    for exe in ('depth_node', 'fmdepth'):
+        assert os.access(prefix / 'lib' / PACKAGE / exe, os.X_OK), exe
+    assert glob.glob(str(prefix / 'lib' / 'python3*' / 'site-packages' / PACKAGE / 'cli.py'))

@@ -252,7 +252,8 @@ def test_colcon_build_installs_the_ament_layout(tmp_path):
             shutil.copy(path, source / name)
     proc = subprocess.run(
         [colcon, '--log-base', str(tmp_path / 'log'), 'build',
-         '--base-paths', str(tmp_path / 'src'), '--build-base', str(tmp_path / 'build'), '--install-base', str(tmp_path / 'install'),
+         '--base-paths', str(tmp_path / 'src'), '--build-base', str(tmp_path / 'build'),
+         '--install-base', str(tmp_path / 'install'),
          '--event-handlers', 'console_direct-'],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

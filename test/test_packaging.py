@@ -266,3 +266,41 @@ def test_colcon_build_installs_the_ament_layout(tmp_path):
     for exe in ('depth_node', 'fmdepth'):
         assert os.access(prefix / 'lib' / PACKAGE / exe, os.X_OK), exe
     assert glob.glob(str(prefix / 'lib' / 'python3*' / 'site-packages' / PACKAGE / 'cli.py'))
+
+
+@pytest.mark.ros
+def test_tf2_msgs_round_trip_through_rclpy(ros_context):
+    """tf2_msgs (built by setup_env.sh when no ROS 2 provides it) publishes and subscribes."""
+    from geometry_msgs.msg import TransformStamped
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from tf2_msgs.msg import TFMessage
+
+    assert os.environ['ROS_DOMAIN_ID'] != '0'
+    node = rclpy.create_node('packaging_probe', context=ros_context)
+    received = []
+    node.create_subscription(TFMessage, 'probe_tf', received.append, 10)
+    publisher = node.create_publisher(TFMessage, 'probe_tf', 10)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    message = TFMessage(transforms=[TransformStamped(child_frame_id='camera')])
+    for _ in range(100):
+        publisher.publish(message)
+        executor.spin_once(timeout_sec=0.05)
+        if received:
+            break
+    assert received and received[0].transforms[0].child_frame_id == 'camera'
+
+
+@pytest.mark.ros
+def test_launch_ros_imports():
+    """launch_ros (and the composition_interfaces it needs) import when ros2 launch exists."""
+    ros2 = shutil.which('ros2', path=os.path.join(sys.prefix, 'bin') + os.pathsep
+                        + os.environ.get('PATH', ''))
+    if ros2 is None:
+        pytest.skip('ros2cli not installed (no ../shared/wheels/ros2-launch, no system ROS 2)')
+    from composition_interfaces.srv import LoadNode
+    import launch_ros.actions
+
+    assert LoadNode.Request().parameters == []
+    assert hasattr(launch_ros.actions, 'Node')

@@ -1,0 +1,237 @@
+"""KITTI raw data: drives, calibration, split files and velodyne ground truth.
+
+Layout (the standard KITTI raw download)::
+
+    ROOT/2011_09_26/calib_cam_to_cam.txt, calib_velo_to_cam.txt
+    ROOT/2011_09_26/2011_09_26_drive_0001_sync/image_02/data/0000000000.png   (or .jpg)
+    ROOT/2011_09_26/2011_09_26_drive_0001_sync/velodyne_points/data/0000000000.bin
+
+Split files (Monodepth2 / FeatDepth format), one sample per line::
+
+    2011_09_26/2011_09_26_drive_0001_sync 0000000010 l        (l = image_02, r = image_03)
+
+The original Eigen test list format (``.../image_02/data/0000000069.png ...``) is read too.
+Ground truth comes from a Monodepth2-style ``gt_depths.npz`` (``data``: one depth map per split
+line, in order) or is projected from the velodyne scan.
+"""
+
+import os
+import re
+
+import numpy as np
+
+from fmdepth_ros.data.triplets import FrameSource
+
+DATE_RE = re.compile(r'^\d{4}_\d{2}_\d{2}$')
+SIDE_TO_CAM = {'l': 2, 'r': 3, '2': 2, '3': 3}
+
+
+def read_calib_file(path):
+    """Read a KITTI calibration file as a dict name -> float64 array (non-numeric skipped)."""
+    out = {}
+    with open(path, 'r', encoding='utf-8') as f:
+        for line in f:
+            if ':' not in line:
+                continue
+            key, value = line.split(':', 1)
+            try:
+                out[key.strip()] = np.array(value.split(), dtype=np.float64)
+            except ValueError:
+                continue   # e.g. calib_time
+    return out
+
+
+def kitti_intrinsics(calib_dir, cam=2):
+    """K [3, 3] of rectified camera ``cam`` (P_rect_0{cam}) in native pixels."""
+    path = os.path.join(calib_dir, 'calib_cam_to_cam.txt')
+    if not os.path.isfile(path):
+        raise ValueError(f'{calib_dir}: calib_cam_to_cam.txt missing')
+    calib = read_calib_file(path)
+    key = f'P_rect_0{cam}'
+    if key not in calib or calib[key].size != 12:
+        raise ValueError(f'{path}: no 3x4 {key}')
+    return calib[key].reshape(3, 4)[:, :3].copy()
+
+
+def velodyne_to_depth(points, calib_dir, image_shape, cam=2, velodyne_depth=True):
+    """Project a velodyne scan into rectified camera ``cam`` as a sparse depth map.
+
+    Args:
+        points: [N, 4] float32 (x forward, y left, z up, reflectance) or a .bin file path.
+        calib_dir: directory with calib_cam_to_cam.txt and calib_velo_to_cam.txt.
+        image_shape: (H, W) of the camera image.
+        cam: 2 (left colour) or 3 (right colour).
+        velodyne_depth: store the velodyne forward coordinate x as depth (what the standard
+            Eigen / Monodepth2 ground truth stores); False stores the camera z-depth.
+
+    Returns:
+        [H, W] float32 depth in metres, 0 where no point projects; the nearest point wins.
+    """
+    if isinstance(points, (str, os.PathLike)):
+        points = np.fromfile(points, dtype=np.float32).reshape(-1, 4)
+    points = np.asarray(points, dtype=np.float64)
+    cam2cam = read_calib_file(os.path.join(calib_dir, 'calib_cam_to_cam.txt'))
+    velo2cam = read_calib_file(os.path.join(calib_dir, 'calib_velo_to_cam.txt'))
+    T_cam0_velo = np.eye(4)
+    T_cam0_velo[:3, :3] = velo2cam['R'].reshape(3, 3)
+    T_cam0_velo[:3, 3] = velo2cam['T']
+    R_rect = np.eye(4)
+    R_rect[:3, :3] = cam2cam['R_rect_00'].reshape(3, 3)
+    P = cam2cam[f'P_rect_0{cam}'].reshape(3, 4)
+    M = P @ R_rect @ T_cam0_velo                                  # [3, 4] velodyne -> pixels
+    points = points[points[:, 0] >= 0]                            # in front of the scanner
+    xyz1 = np.concatenate([points[:, :3], np.ones((len(points), 1))], axis=1)
+    proj = xyz1 @ M.T                                             # [N, 3]
+    z = proj[:, 2]
+    front = z > 1e-6
+    proj, points, z = proj[front], points[front], z[front]
+    u = np.round(proj[:, 0] / z).astype(np.int64)
+    v = np.round(proj[:, 1] / z).astype(np.int64)
+    depth_values = points[:, 0] if velodyne_depth else z
+    h, w = int(image_shape[0]), int(image_shape[1])
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h) & (depth_values > 0)
+    u, v, depth_values = u[inside], v[inside], depth_values[inside]
+    depth = np.zeros((h, w), np.float32)
+    order = np.argsort(-depth_values)                             # far first, nearest written last
+    depth[v[order], u[order]] = depth_values[order]
+    return depth
+
+
+def parse_split_line(line):
+    """(drive folder, frame number, cam) of a split line; None for a blank line."""
+    parts = line.split()
+    if not parts:
+        return None
+    if parts[0].endswith(('.png', '.jpg')):   # original Eigen list: a relative image path
+        rel = parts[0].replace('\\', '/')
+        m = re.match(r'^(.*)/image_0(\d)/data/(\d+)\.(png|jpg)$', rel)
+        if not m:
+            raise ValueError(f'cannot parse split line {line.strip()!r}')
+        return m.group(1), int(m.group(3)), int(m.group(2))
+    if len(parts) < 2:
+        raise ValueError(f'split line {line.strip()!r}: need "folder frame [side]"')
+    side = parts[2] if len(parts) > 2 else 'l'
+    if side not in SIDE_TO_CAM:
+        raise ValueError(f'split line {line.strip()!r}: side must be l or r')
+    return parts[0], int(parts[1]), SIDE_TO_CAM[side]
+
+
+def read_split_file(path):
+    """List of (drive folder, frame number, cam) of a split file."""
+    with open(path, 'r', encoding='utf-8') as f:
+        return [s for s in (parse_split_line(line) for line in f) if s is not None]
+
+
+def is_kitti_raw_root(path):
+    """Return True when ``path`` holds KITTI raw date folders with calibration."""
+    if not os.path.isdir(path):
+        return False
+    return any(DATE_RE.match(d) and os.path.isfile(
+        os.path.join(path, d, 'calib_cam_to_cam.txt')) for d in os.listdir(path))
+
+
+def list_drives(root):
+    """Drive folders 'date/date_drive_XXXX_sync' under ``root`` that have image_02."""
+    drives = []
+    for date in sorted(os.listdir(root)):
+        date_dir = os.path.join(root, date)
+        if not (DATE_RE.match(date) and os.path.isdir(date_dir)):
+            continue
+        for drive in sorted(os.listdir(date_dir)):
+            if os.path.isdir(os.path.join(date_dir, drive, 'image_02', 'data')):
+                drives.append(f'{date}/{drive}')
+    return drives
+
+
+class KittiDriveSource(FrameSource):
+    """One camera of one KITTI raw drive; frame ``i`` is file ``{i:010d}.png``."""
+
+    def __init__(self, root, folder, cam=2, velodyne_depth=True):
+        """Index the drive's image files and read its calibration."""
+        self.root = str(root)
+        self.folder = folder.strip('/')
+        self.cam = int(cam)
+        self.name = f'{self.folder} image_0{self.cam}'
+        self.velodyne_depth = velodyne_depth
+        self.calib_dir = os.path.join(self.root, self.folder.split('/')[0])
+        self.image_dir = os.path.join(self.root, self.folder, f'image_0{self.cam}', 'data')
+        if not os.path.isdir(self.image_dir):
+            raise ValueError(f'{self.image_dir}: KITTI image folder missing')
+        files = [f for f in os.listdir(self.image_dir) if f.endswith(('.png', '.jpg'))]
+        if not files:
+            raise ValueError(f'{self.image_dir}: no frames')
+        self.ext = os.path.splitext(sorted(files)[0])[1]
+        self.num_frames = max(int(os.path.splitext(f)[0]) for f in files) + 1
+        self.K = kitti_intrinsics(self.calib_dir, self.cam)
+        self.gt = {}   # frame number -> depth map from gt_depths.npz
+
+    def __len__(self):
+        """Return the number of frames (largest frame number + 1)."""
+        return self.num_frames
+
+    def image_path(self, i):
+        """Return the file of frame ``i``."""
+        return os.path.join(self.image_dir, f'{i:010d}{self.ext}')
+
+    def velodyne_path(self, i):
+        """Return the velodyne scan of frame ``i``."""
+        return os.path.join(self.root, self.folder, 'velodyne_points', 'data', f'{i:010d}.bin')
+
+    def has_depth(self, i):
+        """Return True when a prepared GT or a velodyne scan exists for frame ``i``."""
+        return i in self.gt or os.path.isfile(self.velodyne_path(i))
+
+    def load_depth(self, i):
+        """Ground-truth depth [H, W] of frame ``i`` (prepared GT first, else velodyne)."""
+        if i in self.gt:
+            return np.asarray(self.gt[i], dtype=np.float32)
+        if not os.path.isfile(self.velodyne_path(i)):
+            return None
+        from PIL import Image
+
+        with Image.open(self.image_path(i)) as img:
+            shape = (img.height, img.width)
+        return velodyne_to_depth(self.velodyne_path(i), self.calib_dir, shape, self.cam,
+                                 self.velodyne_depth)
+
+
+def load_gt_depths(path):
+    """Load the per-line depth maps of a Monodepth2-style gt_depths.npz (key 'data')."""
+    with np.load(path, allow_pickle=True, fix_imports=True, encoding='latin1') as data:
+        if 'data' not in data:
+            raise ValueError(f'{path}: no "data" array (Monodepth2 gt_depths.npz format)')
+        return list(data['data'])
+
+
+def kitti_samples(root, split_file=None, gt_path=None, velodyne_depth=True):
+    """Return ``(KittiDriveSource, frame)`` samples: a split file's lines, else every left frame.
+
+    ``gt_path`` (a gt_depths.npz aligned with the split file) attaches prepared ground truth;
+    if omitted, a ``gt_depths.npz`` beside the split file is used when present.
+    """
+    sources = {}
+
+    def source(folder, cam):
+        key = (folder, cam)
+        if key not in sources:
+            sources[key] = KittiDriveSource(root, folder, cam, velodyne_depth)
+        return sources[key]
+
+    if split_file is None:
+        samples = []
+        for folder in list_drives(root):
+            src = source(folder, 2)
+            samples += [(src, i) for i in range(len(src))]
+        return samples
+    entries = read_split_file(split_file)
+    samples = [(source(folder, cam), frame) for folder, frame, cam in entries]
+    if gt_path is None:
+        beside = os.path.join(os.path.dirname(os.path.abspath(split_file)), 'gt_depths.npz')
+        gt_path = beside if os.path.isfile(beside) else None
+    if gt_path is not None:
+        gts = load_gt_depths(gt_path)
+        if len(gts) != len(samples):
+            raise ValueError(f'{gt_path}: {len(gts)} depth maps for {len(samples)} split lines')
+        for (src, frame), gt in zip(samples, gts):
+            src.gt[frame] = gt
+    return samples

@@ -1,0 +1,233 @@
+"""The triplet dataset shared by every source (synthetic, folder of frames, KITTI raw).
+
+A *source* is one camera sequence (:class:`FrameSource`): frames that can be loaded by index,
+native intrinsics, and optionally ground-truth depth and poses. :class:`TripletDataset` turns
+(source, frame index) samples into the architecture batch format, one sample per item::
+
+    'images'     [F, 3, H, W] float32 RGB in [0, 1], order = cfg.model.frame_ids (not jittered)
+    'images_aug' [F, 3, H, W] network inputs (colour-jittered when augmenting)
+    'K'          [3, 3] float32 intrinsics in pixels at the network resolution H x W
+    'depth_gt'   [1, H, W] float32 metres, 0 = invalid (only when the source has depth)
+    'index'      int, the sample's position in the dataset
+
+H x W is ``cfg.model.height x cfg.model.width``. For evaluation at the native resolution use
+:meth:`TripletDataset.native_depth` / :meth:`TripletDataset.native_image`.
+"""
+
+import logging
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fmdepth_ros.data.augment import (apply_color_jitter, flip_horizontal, flip_intrinsics,
+                                      sample_color_jitter)
+
+LOGGER = logging.getLogger(__name__)
+
+
+def load_rgb(path):
+    """Read an image file as [H, W, 3] uint8 RGB (grey images are replicated to 3 channels)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert('RGB'))
+
+
+def resize_image(image, height, width):
+    """Resize [h, w, 3] uint8 to [height, width, 3] (area filter when shrinking, else linear)."""
+    import cv2
+
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = height < image.shape[0] or width < image.shape[1]
+    return cv2.resize(image, (width, height),
+                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def resize_depth_nearest(depth, height, width):
+    """Nearest-neighbour resize of a depth map [h, w] (keeps 0 = invalid meaningful)."""
+    import cv2
+
+    if depth.shape == (height, width):
+        return depth.astype(np.float32)
+    return cv2.resize(depth.astype(np.float32), (width, height),
+                      interpolation=cv2.INTER_NEAREST)
+
+
+def scale_K(K, sx, sy):
+    """Intrinsics [3, 3] of an image resized by (sx, sy): fx, cx *= sx; fy, cy *= sy."""
+    K = np.array(K, dtype=np.float64)
+    K[0, :] *= sx
+    K[1, :] *= sy
+    return K
+
+
+class FrameSource:
+    """One camera sequence. Subclasses implement :meth:`image_path` or :meth:`load_image`.
+
+    Attributes:
+        name: label used in messages.
+        K: [3, 3] intrinsics in pixels of the native images (or a callable of the index).
+        poses: [N, 4, 4] T_world_cam ground truth or None.
+    """
+
+    name = 'source'
+    poses = None
+
+    def __len__(self):
+        """Return the number of frames."""
+        raise NotImplementedError
+
+    def load_image(self, i) -> np.ndarray:
+        """Return frame ``i`` as [h, w, 3] uint8 RGB at native resolution."""
+        return load_rgb(self.image_path(i))
+
+    def image_path(self, i):
+        """Return the file of frame ``i``."""
+        raise NotImplementedError
+
+    def intrinsics(self, i) -> np.ndarray:
+        """Return K [3, 3] of frame ``i`` in native pixels."""
+        return np.asarray(self.K, dtype=np.float64)
+
+    def has_depth(self, i) -> bool:
+        """Return True when ground-truth depth exists for frame ``i``."""
+        return False
+
+    def load_depth(self, i) -> Optional[np.ndarray]:
+        """Return the ground-truth depth [h, w] float32 metres (0 = invalid) of frame ``i``."""
+        return None
+
+
+class ImageListSource(FrameSource):
+    """A sequence given as an ordered list of image files plus one K and optional GT."""
+
+    def __init__(self, paths, K, name='images', depth_paths=None, poses=None):
+        """Store the file list; ``depth_paths`` entries are .npy (metres) or None."""
+        self.paths = list(paths)
+        self.K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+        self.name = name
+        self.depth_paths = list(depth_paths) if depth_paths is not None else None
+        self.poses = poses
+
+    def __len__(self):
+        """Return the number of frames."""
+        return len(self.paths)
+
+    def image_path(self, i):
+        """Return the file of frame ``i``."""
+        return self.paths[i]
+
+    def has_depth(self, i):
+        """Return True when frame ``i`` has a depth file."""
+        return self.depth_paths is not None and self.depth_paths[i] is not None
+
+    def load_depth(self, i):
+        """Load the .npy depth of frame ``i`` (None when absent)."""
+        if not self.has_depth(i):
+            return None
+        return np.load(self.depth_paths[i]).astype(np.float32)
+
+
+def sequence_samples(source, frame_ids, require_neighbours=True, step=1):
+    """Return ``(source, i)`` samples: every ``step``-th frame whose neighbours exist.
+
+    With ``require_neighbours=False`` every frame is a sample (neighbours are clamped).
+    """
+    lo = -min(min(frame_ids), 0)
+    hi = max(max(frame_ids), 0)
+    n = len(source)
+    if require_neighbours:
+        return [(source, i) for i in range(lo, n - hi, step)]
+    return [(source, i) for i in range(0, n, step)]
+
+
+class TripletDataset(Dataset):
+    """Samples of (source, centre index) -> architecture batch items (module docstring).
+
+    Args:
+        samples: list of ``(FrameSource, frame index)``; the index is the target frame 0.
+        cfg: ``Config`` (uses model.height/width/frame_ids, train.flip_prob,
+            train.color_jitter_prob).
+        augment: apply flip and colour jitter (training split only).
+        with_depth: include ``depth_gt`` (None: when every sample's source has depth).
+    """
+
+    def __init__(self, samples: Sequence[Tuple[FrameSource, int]], cfg, augment=False,
+                 with_depth=None):
+        """Check the samples and store the settings."""
+        if len(samples) == 0:
+            raise ValueError('dataset is empty: no frame with the needed neighbours '
+                             f'(frame ids {tuple(cfg.model.frame_ids)})')
+        self.samples: List[Tuple[FrameSource, int]] = list(samples)
+        self.cfg = cfg
+        self.height = int(cfg.model.height)
+        self.width = int(cfg.model.width)
+        self.frame_ids = tuple(cfg.model.frame_ids)
+        self.augment = bool(augment)
+        self.flip_prob = float(cfg.train.flip_prob) if augment else 0.0
+        self.jitter_prob = float(cfg.train.color_jitter_prob) if augment else 0.0
+        if with_depth is None:
+            with_depth = all(src.has_depth(i) for src, i in self.samples)
+        self.with_depth = bool(with_depth)
+
+    def __len__(self):
+        """Return the number of samples."""
+        return len(self.samples)
+
+    def frame_index(self, idx, frame_id):
+        """Index in the source of ``frame_id`` for sample ``idx`` (clamped to the sequence)."""
+        source, i = self.samples[idx]
+        return int(np.clip(i + frame_id, 0, len(source) - 1))
+
+    def native_image(self, idx) -> np.ndarray:
+        """Target frame of sample ``idx`` at native resolution, [h, w, 3] uint8."""
+        source, i = self.samples[idx]
+        return source.load_image(i)
+
+    def native_depth(self, idx) -> Optional[np.ndarray]:
+        """Ground-truth depth [h, w] float32 metres of sample ``idx`` at native size (or None)."""
+        source, i = self.samples[idx]
+        return source.load_depth(i)
+
+    def __getitem__(self, idx):
+        """Load, resize and (when augmenting) flip/jitter sample ``idx``."""
+        source, i = self.samples[idx]
+        frames = []
+        native_size = None
+        for fid in self.frame_ids:
+            image = source.load_image(self.frame_index(idx, fid))
+            if native_size is None:
+                native_size = image.shape[:2]
+            frames.append(resize_image(image, self.height, self.width))
+        h0, w0 = native_size
+        K = scale_K(source.intrinsics(i), self.width / w0, self.height / h0)
+        images = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
+        K = torch.from_numpy(K).float()
+        depth = None
+        if self.with_depth:
+            d = source.load_depth(i)
+            d = np.zeros((h0, w0), np.float32) if d is None else d
+            d = resize_depth_nearest(d, self.height, self.width)
+            depth = torch.from_numpy(np.nan_to_num(d, nan=0.0, posinf=0.0)).float()[None]
+        if self.flip_prob > 0 and float(torch.rand(())) < self.flip_prob:
+            images = flip_horizontal(images)
+            K = flip_intrinsics(K, self.width)
+            if depth is not None:
+                depth = flip_horizontal(depth)
+        images_aug = images
+        if self.jitter_prob > 0 and float(torch.rand(())) < self.jitter_prob:
+            images_aug = apply_color_jitter(images, sample_color_jitter())
+        item = {'images': images.contiguous(), 'images_aug': images_aug.contiguous(), 'K': K,
+                'index': idx}
+        if depth is not None:
+            item['depth_gt'] = depth.contiguous()
+        return item
+
+
+def collate_one(item):
+    """Turn one dataset item into a batch of size 1 (tensors get a leading dimension)."""
+    return {k: (v.unsqueeze(0) if torch.is_tensor(v) else torch.tensor([v]))
+            for k, v in item.items()}

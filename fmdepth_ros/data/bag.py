@@ -10,6 +10,7 @@ missing, truncated or corrupt bag raises :class:`BagError`, a one-line ``CliErro
 """
 
 import bisect
+import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,19 @@ class BagFrame:
 def stamp_to_ns(stamp) -> int:
     """builtin_interfaces/Time (sec, nanosec) -> integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def header_stamp_ns(raw: bytes) -> Optional[int]:
+    """Header stamp (ns) of a little-endian CDR message starting with std_msgs/Header, else None.
+
+    Reads the 8 bytes after the 4-byte CDR encapsulation header, so large messages (images,
+    point clouds) need not be deserialised to be matched by stamp.
+    """
+    raw = bytes(raw[:12])
+    if len(raw) < 12 or raw[:2] != b'\x00\x01':   # encapsulation: CDR little endian
+        return None
+    sec, nanosec = struct.unpack_from('<iI', raw, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 @contextmanager

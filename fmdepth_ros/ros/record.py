@@ -90,7 +90,7 @@ class _OutputRecorder:
                 callback_group=group)
 
     def _on_message(self, stored, raw):
-        from fmdepth_ros.ros.replay import header_stamp_ns
+        from fmdepth_ros.data.bag import header_stamp_ns
         stamp = header_stamp_ns(raw)
         with self.lock:
             self.writer.write(self.conns[stored], stamp if stamp is not None else
@@ -132,10 +132,11 @@ def record_bag(bag, out_bag, checkpoint: Optional[str] = None, node_parameters=N
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from fmdepth_ros.data.bag import COMPRESSED_TYPE, choose_camera_topics, open_bag
+    from fmdepth_ros.data.bag import (COMPRESSED_TYPE, choose_camera_topics, header_stamp_ns,
+                                      open_bag)
     from fmdepth_ros.ros.depth_node import DepthNode
     from fmdepth_ros.ros.model_setup import StartupError
-    from fmdepth_ros.ros.replay import BagPlayer, header_stamp_ns
+    from fmdepth_ros.ros.replay import BagPlayer
 
     out_bag = Path(out_bag)
     if out_bag.exists():
@@ -193,8 +194,16 @@ def record_bag(bag, out_bag, checkpoint: Optional[str] = None, node_parameters=N
                 raise CliError('the depth node did not subscribe to the replayed topics')
             _wait_until(lambda: all(io_node.count_publishers(f'{namespace}/{t}') > 0
                                     for t in OUTPUT_TOPICS), 10.0)
+            time.sleep(0.5)  # discovery completes on both sides (best-effort inputs drop early)
+
+            first_info = []
 
             def after_publish(topic, msgtype, log_ns, raw):
+                if topic == info_topic and not first_info and rate is None:
+                    # The node pairs by exact stamp but does not wait for a first camera_info:
+                    # let the very first one arrive before its image.
+                    first_info.append(log_ns)
+                    time.sleep(0.3)
                 if topic != image_topic:
                     return
                 stamp = header_stamp_ns(raw)

@@ -1,0 +1,285 @@
+"""End-to-end evaluation through ROS: ``fmdepth evaluate --checkpoint CKPT --bag BAG``.
+
+1. The ``fmdepth`` node runs in-process on the bag (:func:`fmdepth_ros.ros.record.record_bag`,
+   lock-step, every frame answered); its depth images and odometry are stored in a bag
+   (kept with ``output=``, else a temporary one). A previous recording can be passed as
+   ``predictions=`` instead (then no ROS is needed).
+2. Depth: the velodyne scan nearest in time to each depth image (``/velodyne_points``, within
+   ``gt_tolerance_s``) is moved into the image's optical frame with ``/tf_static`` and projected
+   with the bag's camera_info (z-buffer: nearest point per pixel) to form a sparse ground-truth
+   depth map; Eigen metrics per image (median scaling, ``max_depth`` cap, Garg crop on
+   full-size KITTI images) averaged over images (:mod:`fmdepth_ros.metrics`).
+3. Odometry: the node's ``odom`` poses are matched by stamp to ``/ground_truth/odom`` (OXTS or
+   synthetic poses, same tolerance), both re-expressed in the node's child frame through
+   ``/tf_static`` when the frames differ, and the ATE is computed with scale alignment (the
+   FeatDepth protocol) and with a Sim(3) fit.
+
+The result is printed as a table and, with ``json_path``, written atomically as JSON. This
+module is ROS-free itself; recording imports rclpy only when it is needed.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Tuple
+
+import numpy as np
+
+from fmdepth_ros import metrics
+from fmdepth_ros.cli import CliError
+from fmdepth_ros.data import bag as bagio
+
+DEPTH_TOPIC = '/fmdepth/depth/image'
+ODOM_TOPIC = '/fmdepth/odom'
+GT_ODOM_TOPIC = '/ground_truth/odom'
+VELODYNE_TOPIC = '/velodyne_points'
+KITTI_MIN_WIDTH = 1000     # Garg crop (auto) only on full-resolution KITTI-like images
+
+
+class _NearestStream:
+    """Nearest-in-time lookup into a time-sorted stream of (stamp_ns, payload), queries sorted."""
+
+    def __init__(self, items: Iterator[Tuple[int, object]], tolerance_ns: int):
+        self.items, self.tolerance = iter(items), tolerance_ns
+        self.buffer, self.done = [], False
+
+    def lookup(self, stamp: int):
+        """Return (stamp, payload) nearest to ``stamp`` within the tolerance, else None."""
+        while not self.done and (not self.buffer or self.buffer[-1][0] <= stamp + self.tolerance):
+            try:
+                self.buffer.append(next(self.items))
+            except StopIteration:
+                self.done = True
+        self.buffer = [b for b in self.buffer if b[0] >= stamp - self.tolerance]
+        near = [b for b in self.buffer if abs(b[0] - stamp) <= self.tolerance]
+        return min(near, key=lambda b: abs(b[0] - stamp)) if near else None
+
+
+def project_points(points_cam: np.ndarray, K: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Sparse depth map [H, W] (metres, 0 = none) from camera-frame points [N, 3] and K [3, 3].
+
+    Pixel centres are at integer coordinates; the nearest point wins where several project
+    into one pixel.
+    """
+    z = points_cam[:, 2]
+    front = z > 1e-3
+    pts, z = points_cam[front], z[front]
+    uvw = pts @ K.T
+    u = np.round(uvw[:, 0] / z).astype(np.int64)
+    v = np.round(uvw[:, 1] / z).astype(np.int64)
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    depth = np.full((height, width), np.inf)
+    np.minimum.at(depth, (v[inside], u[inside]), z[inside])
+    depth[~np.isfinite(depth)] = 0.0
+    return depth
+
+
+def decode_depth(msg) -> np.ndarray:
+    """sensor_msgs/Image 32FC1 (metres) -> [H, W] float32."""
+    if msg.encoding != '32FC1':
+        raise CliError(f'expected a 32FC1 depth image, got {msg.encoding!r}')
+    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
+                         dtype=np.uint8)
+    rows = data[:msg.step * msg.height].reshape(msg.height, msg.step)[:, :msg.width * 4]
+    return rows.copy().view('>f4' if msg.is_bigendian else '<f4').reshape(
+        msg.height, msg.width).astype(np.float32)
+
+
+def _depth_messages(path) -> Iterator[Tuple[int, str, np.ndarray]]:
+    with bagio.open_bag(path) as reader:
+        conns = [c for c in reader.connections if c.topic == DEPTH_TOPIC]
+        if not conns:
+            raise CliError(f'no {DEPTH_TOPIC} in {path}: not an fmdepth record output')
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            yield bagio.stamp_to_ns(msg.header.stamp), msg.header.frame_id, decode_depth(msg)
+
+
+def _has_topic(path, topic) -> bool:
+    with bagio.open_bag(path) as reader:
+        return any(c.topic == topic for c in reader.connections)
+
+
+def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80.0,
+                                    garg_crop=None) -> Optional[Dict]:
+    """Eigen metrics of the recorded depth against projected velodyne scans (None: no scans)."""
+    if not _has_topic(bag, VELODYNE_TOPIC):
+        return None
+    transforms = bagio.read_static_transforms(bag)
+    with bagio.open_bag(bag) as reader:
+        _, info_topic = bagio.choose_camera_topics(reader)
+        info_stamps, Ks = bagio._read_infos(reader, info_topic) if info_topic else ([], [])
+    if not Ks:
+        raise CliError(f'{bag}: no camera_info to project the velodyne scans with')
+    clouds = _NearestStream(((s, (f, p)) for s, f, p in
+                             bagio.read_point_clouds(bag, VELODYNE_TOPIC)), tolerance_ns)
+    per_image, ratios, skipped = [], [], 0
+    for stamp, frame_id, pred in _depth_messages(predictions):
+        hit = clouds.lookup(stamp)
+        if hit is None:
+            skipped += 1
+            continue
+        cloud_frame, points = hit[1]
+        T_cam_cloud = bagio.lookup_static(transforms, frame_id, cloud_frame)
+        if T_cam_cloud is None:
+            raise CliError(f'{bag}: /tf_static does not connect {cloud_frame!r} to the depth '
+                           f'frame {frame_id!r}')
+        points_cam = points @ T_cam_cloud[:3, :3].T + T_cam_cloud[:3, 3]
+        K = bagio._match_K(info_stamps, Ks, stamp)
+        gt = project_points(points_cam, K, *pred.shape)
+        crop = pred.shape[1] >= KITTI_MIN_WIDTH if garg_crop is None else garg_crop
+        errors, ratio = metrics.evaluate_depth(gt, pred, max_depth=max_depth, garg_crop=crop)
+        if errors is None:
+            skipped += 1
+            continue
+        per_image.append(errors)
+        ratios.append(ratio)
+    if not per_image:
+        raise CliError(f'no depth image of {predictions} has velodyne ground truth in {bag}')
+    result = metrics.mean_errors(per_image)
+    result.update(frames=len(per_image), frames_without_gt=skipped,
+                  median_scale=float(np.median(ratios)),
+                  scale_std=float(np.std(ratios) / max(np.mean(ratios), 1e-12)))
+    return result
+
+
+def evaluate_odometry(bag, predictions, tolerance_ns) -> Optional[Dict]:
+    """ATE of the recorded odometry against the bag's ground truth (None: no ground truth)."""
+    if not _has_topic(bag, GT_ODOM_TOPIC):
+        return None
+    gt = bagio.read_odometry(bag, GT_ODOM_TOPIC)
+    pred = bagio.read_odometry(predictions, ODOM_TOPIC)
+    if len(pred.stamps_ns) < 2:
+        raise CliError(f'{predictions}: fewer than 2 odometry messages')
+    gt_poses = gt.poses
+    if pred.child_frame_id and gt.child_frame_id and pred.child_frame_id != gt.child_frame_id:
+        T = bagio.lookup_static(bagio.read_static_transforms(bag), gt.child_frame_id,
+                                pred.child_frame_id)
+        if T is not None:
+            gt_poses = gt_poses @ T
+    matched_gt, matched_pred = [], []
+    stream = _NearestStream(zip(gt.stamps_ns.tolist(), gt_poses), tolerance_ns)
+    for stamp, pose in zip(pred.stamps_ns.tolist(), pred.poses):
+        hit = stream.lookup(stamp)
+        if hit is not None:
+            matched_gt.append(hit[1])
+            matched_pred.append(pose)
+    if len(matched_gt) < 2:
+        raise CliError(f'fewer than 2 odometry poses match {GT_ODOM_TOPIC} stamps in {bag}')
+    gt_arr, pred_arr = np.stack(matched_gt), np.stack(matched_pred)
+    result = metrics.compute_ate(gt_arr, pred_arr, alignment='scale')
+    sim3 = metrics.compute_ate(gt_arr, pred_arr, alignment='sim3')
+    result.update(ate_sim3=sim3['ate'], scale_sim3=sim3['scale'], poses=len(matched_gt),
+                  gt_length_m=float(np.linalg.norm(np.diff(gt_arr[:, :3, 3], axis=0),
+                                                   axis=1).sum()))
+    return result
+
+
+def format_table(result: Dict) -> str:
+    """Return the evaluation as a small text table."""
+    lines = [f"bag {result['bag']}: {result['frames_answered']}/{result['frames_in']} frames "
+             'answered by the node']
+    depth = result.get('depth')
+    if depth:
+        names = metrics.DEPTH_METRICS
+        lines.append('  '.join(f'{n:>8}' for n in names) + f"  ({depth['frames']} frames, "
+                     f"median scaling)")
+        lines.append('  '.join(f'{depth[n]:8.4f}' for n in names))
+    else:
+        lines.append('depth: no velodyne ground truth in the bag')
+    odom = result.get('odometry')
+    if odom:
+        lines.append(f"ATE {odom['ate']:.4f} m (scale-aligned), {odom['ate_sim3']:.4f} m "
+                     f"(Sim3) over {odom['poses']} poses, {odom['gt_length_m']:.1f} m path")
+    else:
+        lines.append('odometry: no /ground_truth/odom in the bag')
+    return '\n'.join(lines)
+
+
+def read_custom_data(path) -> Dict[str, str]:
+    """``custom_data`` of a bag folder's metadata.yaml (what ``fmdepth record`` stores), or {}."""
+    import yaml
+    meta = Path(path) / 'metadata.yaml'
+    if not meta.is_file():
+        return {}
+    try:
+        info = yaml.safe_load(meta.read_text()) or {}
+    except yaml.YAMLError:
+        raise CliError(f'{meta}: not valid YAML') from None
+    return dict((info.get('rosbag2_bagfile_information') or {}).get('custom_data') or {})
+
+
+def write_json_atomic(path, data) -> None:
+    """Write ``data`` as JSON to ``path`` via a temporary file and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def evaluate_bag(checkpoint, bag, refine_steps=0, json_path=None, predictions=None,
+                 output=None, node_parameters=None, gt_tolerance_s=0.05, max_depth=80.0,
+                 garg_crop=None, log=print) -> Dict:
+    """Run the node on ``bag`` and evaluate depth and odometry (see the module docstring).
+
+    Args:
+        checkpoint: node weights (None/'' = random initialisation).
+        bag: input bag with camera, camera_info, /tf_static and ground truth.
+        refine_steps: > 0 turns on the node's online refinement with this many iterations
+            per window (background thread: results depend on the machine's speed).
+        json_path: write the result dict there (atomically).
+        predictions: an existing ``fmdepth record`` output to evaluate instead of recording.
+        output: keep the recording at this path (default: a temporary folder, deleted).
+        node_parameters: further node parameters.
+        gt_tolerance_s: maximum stamp difference for matching ground truth.
+        max_depth: depth cap in metres (80 for KITTI).
+        garg_crop: None = on for images at least 1000 px wide (KITTI), else as given.
+        log: callable(str) for progress.
+
+    Returns:
+        dict with ``bag``, ``checkpoint``, ``frames_in``, ``frames_answered``, ``depth``
+        (Eigen metrics or None) and ``odometry`` (ATE or None).
+    """
+    if refine_steps < 0:
+        raise CliError('refine_steps must be >= 0')
+    tolerance_ns = int(gt_tolerance_s * 1e9)
+    tmp_dir = None
+    try:
+        if predictions is None:
+            from fmdepth_ros.ros.record import record_bag  # imports rclpy: only when recording
+            params = dict(node_parameters or {})
+            if refine_steps > 0:
+                params.update(refine=True, refine_iterations=int(refine_steps))
+            if output is None:
+                tmp_dir = tempfile.mkdtemp(prefix='fmdepth_eval_')
+                output = Path(tmp_dir) / 'record'
+            log(f'running the fmdepth node on {bag} ...')
+            rec = record_bag(bag, output, checkpoint=checkpoint or None,
+                             node_parameters=params, log=log)
+            frames_in, answered = rec.frames_in, rec.frames_in - len(rec.missing)
+            predictions = output
+        else:
+            custom = read_custom_data(predictions)
+            frames_in = int(custom.get('fmdepth.frames_in', 0)) or None
+            answered = int(custom.get('fmdepth.frames_answered', 0)) or None
+        result = {'bag': str(bag), 'checkpoint': str(checkpoint) if checkpoint else None,
+                  'predictions': None if tmp_dir else str(predictions),
+                  'frames_in': frames_in, 'frames_answered': answered,
+                  'refine_steps': int(refine_steps), 'max_depth': max_depth,
+                  'gt_tolerance_s': gt_tolerance_s}
+        result['depth'] = evaluate_depth_against_velodyne(bag, predictions, tolerance_ns,
+                                                          max_depth, garg_crop)
+        result['odometry'] = evaluate_odometry(bag, predictions, tolerance_ns)
+    finally:
+        if tmp_dir:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    log(format_table(result))
+    if json_path:
+        write_json_atomic(json_path, result)
+    return result

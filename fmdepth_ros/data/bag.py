@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 from fmdepth_ros.cli import CliError
+from fmdepth_ros.data.triplets import FrameSource, TripletDataset, sequence_samples
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
@@ -352,69 +352,85 @@ def read_point_clouds(path, topic) -> Iterator[Tuple[int, str, np.ndarray]]:
 
 # ----------------------------------------------------------------------------- training
 
-class BagDataset(torch.utils.data.Dataset):
-    """Training samples (frame triplets) from the camera stream of a bag.
+class BagFrameSource(FrameSource):
+    """A continuous camera stretch of a bag held in memory (a :class:`FrameSource`).
+
+    Attributes:
+        images: [N, H, W, 3] uint8 RGB (already at the network size).
+        Ks: [N, 3, 3] intrinsics in pixels of ``images``.
+        stamps_ns: [N] header stamps.
+    """
+
+    def __init__(self, images, Ks, stamps_ns, name='bag'):
+        """Store the frames."""
+        self.images, self.Ks, self.stamps_ns, self.name = images, Ks, stamps_ns, name
+        self.K = Ks[0]
+
+    def __len__(self):
+        """Return the number of frames."""
+        return len(self.images)
+
+    def load_image(self, i):
+        """Return frame ``i`` [H, W, 3] uint8 RGB."""
+        return self.images[i]
+
+    def intrinsics(self, i):
+        """Return K [3, 3] of frame ``i``."""
+        return self.Ks[i]
+
+
+def bag_sources(path, height, width, image_topic=None, info_topic=None) -> List[BagFrameSource]:
+    """Decode a bag's camera stream at ``height`` x ``width``, split into continuous stretches.
+
+    A new stretch starts where the stamp gap exceeds 2.5x the median frame period or where
+    stamps go backwards (a looped recording).
+    """
+    import cv2
+    images, stamps, Ks = [], [], []
+    for frame in read_bag_frames(path, image_topic, info_topic):
+        h, w = frame.image.shape[:2]
+        images.append(cv2.resize(frame.image, (width, height),
+                                 interpolation=cv2.INTER_AREA if h >= height else
+                                 cv2.INTER_LINEAR))
+        K = frame.K.copy()
+        K[0] *= width / w
+        K[1] *= height / h
+        Ks.append(K)
+        stamps.append(frame.stamp_ns)
+    if not images:
+        raise BagError(f'no camera frames in {path}')
+    gaps = np.diff(np.asarray(stamps, dtype=np.int64))
+    limit = 2.5 * float(np.median(gaps[gaps > 0])) if np.any(gaps > 0) else 0.0
+    cuts = [0] + [k + 1 for k, g in enumerate(gaps) if g <= 0 or g > limit] + [len(images)]
+    return [BagFrameSource(np.stack(images[a:b]), np.stack(Ks[a:b]),
+                           np.asarray(stamps[a:b], dtype=np.int64), f'{path}[{a}:{b}]')
+            for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+class BagDataset(TripletDataset):
+    """Training / evaluation samples from the camera stream of a bag (architecture batch items).
 
     Frames are decoded once, resized to ``cfg.model.height`` x ``cfg.model.width`` and kept in
-    memory as uint8 ([N, H, W, 3]: about 0.37 MB per frame at 192x640). A sample is centred on
-    frame i and takes the frames at offsets ``cfg.model.frame_ids``; samples that span a gap in
-    the recording (more than 2.5x the median frame period) are skipped.
-
-    Item: ``images`` [F, 3, H, W] float32 in [0, 1] (order of ``frame_ids``), ``images_aug``
-    (same, colour-jittered in training when the augmentation helpers exist), ``K`` [3, 3]
-    float32 pixels at H, W, ``stamp_ns`` (int, target frame).
+    memory as uint8 (about 0.37 MB per frame at 192x640). Items follow
+    :class:`~fmdepth_ros.data.triplets.TripletDataset` (``images``, ``images_aug``, ``K``,
+    ``index``); samples never span a gap in the recording. ``split='train'`` augments (flip,
+    colour jitter) and needs both neighbours; other splits clamp them.
     """
 
     def __init__(self, path, cfg, split='train', image_topic=None, info_topic=None):
         """Decode the bag's frames (see the class docstring)."""
-        import cv2
-        self.cfg = cfg
-        self.train = split == 'train'
-        height, width = cfg.model.height, cfg.model.width
-        images, stamps, Ks = [], [], []
-        for frame in read_bag_frames(path, image_topic, info_topic):
-            h, w = frame.image.shape[:2]
-            images.append(cv2.resize(frame.image, (width, height), interpolation=cv2.INTER_AREA))
-            K = frame.K.copy()
-            K[0] *= width / w
-            K[1] *= height / h
-            Ks.append(K)
-            stamps.append(frame.stamp_ns)
-        self.images = np.stack(images) if images else np.zeros((0, height, width, 3), np.uint8)
-        self.Ks = np.asarray(Ks, dtype=np.float32).reshape(-1, 3, 3)
-        self.stamps = np.asarray(stamps, dtype=np.int64)
-        offsets = list(cfg.model.frame_ids)
-        lo, hi = -min(offsets), max(offsets)
-        gaps = np.diff(self.stamps)
-        limit = 2.5 * float(np.median(gaps)) if gaps.size else 0.0
-        self.indices = [i for i in range(lo, len(stamps) - hi)
-                        if np.all((gaps[i - lo:i + hi] <= limit) & (gaps[i - lo:i + hi] > 0))]
-        if not self.indices:
-            raise BagError(f'{path}: {len(stamps)} frames give no sample with frame ids '
-                           f'{tuple(offsets)}')
-        self._augment = _color_augment() if self.train else None
+        self.sources = bag_sources(path, int(cfg.model.height), int(cfg.model.width),
+                                   image_topic, info_topic)
+        samples = []
+        for source in self.sources:
+            samples += sequence_samples(source, cfg.model.frame_ids,
+                                        require_neighbours=(split == 'train'))
+        if not samples:
+            raise BagError(f'{path}: {sum(len(s) for s in self.sources)} frames give no '
+                           f'sample with frame ids {tuple(cfg.model.frame_ids)}')
+        super().__init__(samples, cfg, augment=(split == 'train'), with_depth=False)
 
-    def __len__(self):
-        """Return the number of samples."""
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        """Return one sample dict (see the class docstring)."""
-        i = self.indices[index]
-        frames = self.images[[i + f for f in self.cfg.model.frame_ids]]
-        images = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
-        aug = images.clone()
-        if self._augment is not None:
-            aug = self._augment(aug, self.cfg)
-        return {'images': images, 'images_aug': aug, 'K': torch.from_numpy(self.Ks[i]),
-                'stamp_ns': int(self.stamps[i])}
-
-
-def _color_augment():
-    """Return the data engineer's colour jitter (``data.augment``) when present, else None."""
-    try:
-        from fmdepth_ros.data import augment
-    except ImportError:
-        return None
-    fn = getattr(augment, 'color_jitter', None)
-    return fn if callable(fn) else None
+    def stamp_ns(self, idx) -> int:
+        """Header stamp of sample ``idx``'s target frame."""
+        source, i = self.samples[idx]
+        return int(source.stamps_ns[i])

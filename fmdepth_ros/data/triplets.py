@@ -32,7 +32,7 @@ def load_rgb(path):
     from PIL import Image
 
     with Image.open(path) as img:
-        return np.asarray(img.convert('RGB'))
+        return np.array(img.convert('RGB'))   # writable copy
 
 
 def resize_image(image, height, width):

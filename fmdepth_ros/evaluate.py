@@ -1,0 +1,344 @@
+"""``fmdepth evaluate``: Eigen depth metrics and odometry ATE of a checkpoint.
+
+Depth follows the official FeatDepth protocol (``scripts/eval_depth.py``): the network sees
+the target frame at its input size; the scale-0 disparity becomes a scaled disparity in
+``[1/max_depth, 1/min_depth]`` (0.01 .. 10), is resized bilinearly to the ground-truth size and
+inverted; then :func:`fmdepth_ros.metrics.evaluate_depth` applies the Garg crop, the
+1e-3 .. 80 m cap and per-image median scaling (or a fixed scale for stereo-trained models).
+
+With ``--refine-steps N`` every test sample first gets N Adam steps of the self-supervised
+losses on its own triplet (``refinement.refine_on_batch``) applied to a fresh copy of the model
+(the paper's online refinement); the next sample starts from the checkpoint again.
+
+Odometry: for every sequence with ground-truth poses (a synthetic directory, or a folder with
+a KITTI odometry ``poses.txt``), PoseNet runs on consecutive frame pairs, the relative poses
+are chained into a trajectory and the ATE is reported after scale alignment (official
+protocol) and after a Sim(3) fit, plus the 5-frame snippet ATE of ``eval_pose.py``.
+
+``--bag BAG`` hands over to ``fmdepth_ros.bag_eval.evaluate_bag``.
+"""
+
+import copy
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from fmdepth_ros.cli import CliError
+from fmdepth_ros.metrics import DEPTH_METRICS
+
+METRIC_LABELS = {'abs_rel': 'AbsRel', 'sq_rel': 'SqRel', 'rmse': 'RMSE',
+                 'rmse_log': 'RMSElog', 'a1': 'd<1.25', 'a2': 'd<1.25^2', 'a3': 'd<1.25^3'}
+
+
+def configure_parser(parser):
+    """Add the ``fmdepth evaluate`` arguments."""
+    parser.add_argument('--checkpoint', required=True, help='checkpoint file (fmdepth format)')
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument('--data', help='KITTI raw root, synthetic sequence or folder of frames')
+    src.add_argument('--bag', help='rosbag2 bag (image + camera_info, optional GT topics)')
+    parser.add_argument('--split', default=None,
+                        help='split file (KITTI "folder frame side" lines, e.g. the Eigen '
+                             'test list; for folders: frame names)')
+    parser.add_argument('--gt-depths', default=None,
+                        help='KITTI gt_depths.npz aligned with --split (default: the one '
+                             'beside the split file, else velodyne projection)')
+    parser.add_argument('--refine-steps', type=int, default=0,
+                        help='online refinement iterations per test sample (paper: 20)')
+    parser.add_argument('--json', default=None, help='write the results to this JSON file')
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    parser.add_argument('--scaling', choices=('median', 'fixed'), default='median',
+                        help='median: per-image median scaling (monocular, default); fixed: '
+                             'multiply by --scale (stereo-trained models)')
+    parser.add_argument('--scale', type=float, default=1.0,
+                        help='fixed depth scale for --scaling fixed (FeatDepth MS: 36)')
+    parser.add_argument('--max-samples', type=int, default=None,
+                        help='evaluate only the first N depth samples')
+    parser.add_argument('--intrinsics', type=float, nargs=4, default=None,
+                        metavar=('FX', 'FY', 'CX', 'CY'),
+                        help='intrinsics of a folder of frames without calibration file')
+    parser.add_argument('--no-odometry', action='store_true', help='skip the ATE evaluation')
+
+
+# ----------------------------------------------------------------------------- depth
+
+def predict_eval_depth(depth_net, image, gt_shape, min_depth, max_depth):
+    """Official test-time depth of one frame at the GT size.
+
+    Args:
+        depth_net: DepthNet in eval mode.
+        image: [1, 3, H, W] float tensor in [0, 1] at the network input size (on its device).
+        gt_shape: (h, w) of the ground truth.
+        min_depth, max_depth: the network's depth range (metres).
+
+    Returns:
+        [h, w] float64 depth (up to scale).
+    """
+    import torch
+
+    from fmdepth_ros.metrics import disparity_to_eval_depth
+
+    with torch.no_grad():
+        disp = depth_net(image)[0][0, 0].float().cpu().numpy()
+    return disparity_to_eval_depth(disp, gt_shape, min_depth, max_depth)
+
+
+def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
+                           median_scaling=True, scale=1.0, max_samples=None, progress=True):
+    """Eigen metrics of ``model`` on every sample of ``dataset`` that has ground truth.
+
+    Args:
+        model: FeatDepthModel (eval mode, on ``device``).
+        cfg: its Config (depth range, refinement settings).
+        dataset: a TripletDataset (test split: no augmentation); ``native_depth(i)`` gives
+            the full-resolution ground truth.
+        refine_steps: online refinement iterations per sample on a copy of the model.
+        median_scaling, scale: per-image median scaling, else the fixed ``scale``.
+        max_samples: stop after this many samples.
+        progress: show a tqdm bar.
+
+    Returns:
+        dict of the mean metrics plus ``num_images``, ``num_skipped`` (no valid GT),
+        ``scale_ratio_median``/``scale_ratio_std`` and ``refine`` statistics.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from fmdepth_ros.data.triplets import collate_one
+    from fmdepth_ros.metrics import evaluate_depth, mean_errors
+
+    n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
+    per_image, ratios, skipped = [], [], 0
+    refine_stats = {'reverted': 0, 'loss_before': [], 'loss_after': []}
+    for idx in tqdm(range(n), desc='depth', unit='img', disable=not progress, file=sys.stderr):
+        gt = dataset.native_depth(idx)
+        if gt is None:
+            skipped += 1
+            continue
+        batch = collate_one(dataset[idx])
+        net = model.depth_net
+        if refine_steps > 0:
+            from fmdepth_ros.refinement import refine_on_batch
+
+            fresh = copy.deepcopy(model)
+            stats = refine_on_batch(fresh, batch, iterations=refine_steps, lr=cfg.refine.lr,
+                                    target=cfg.refine.target, guard=cfg.refine.guard)
+            refine_stats['reverted'] += int(bool(stats['reverted']))
+            refine_stats['loss_before'].append(float(stats['loss_before']))
+            refine_stats['loss_after'].append(float(stats['loss_after']))
+            net = fresh.depth_net.eval()
+        image = batch['images'][:, 0].to(device)
+        with torch.no_grad():
+            pred = predict_eval_depth(net, image, gt.shape, cfg.model.min_depth,
+                                      cfg.model.max_depth)
+        errors, ratio = evaluate_depth(gt, pred, median_scaling=median_scaling, scale=scale)
+        if errors is None:
+            skipped += 1
+            continue
+        per_image.append(errors)
+        ratios.append(ratio)
+    if not per_image:
+        raise ValueError('no sample had valid ground-truth depth')
+    result = mean_errors(per_image)
+    result.update(num_images=len(per_image), num_skipped=skipped,
+                  scale_ratio_median=float(np.median(ratios)),
+                  scale_ratio_std=float(np.std(np.array(ratios) / np.median(ratios))))
+    if refine_steps > 0:
+        result['refine'] = {
+            'steps': int(refine_steps), 'reverted': refine_stats['reverted'],
+            'loss_before_mean': float(np.mean(refine_stats['loss_before'])),
+            'loss_after_mean': float(np.mean(refine_stats['loss_after']))}
+    return result
+
+
+# ----------------------------------------------------------------------------- odometry
+
+def evaluate_trajectory(source, estimate, progress=True):
+    """ATE of the trajectory chained from ``estimate`` over all frames of ``source``.
+
+    Args:
+        source: a FrameSource with ``poses`` [N, 4, 4] T_world_cam ground truth.
+        estimate: callable ``(earlier, later) -> T_earlier_later`` [4, 4] on [H, W, 3] uint8
+            frames (e.g. ``PoseEstimator.estimate``).
+        progress: show a tqdm bar.
+
+    Returns:
+        dict ``ate`` (scale-aligned RMSE, m), ``ate_sim3``, ``snippet_ate_mean/std``
+        (5-frame snippets), ``scale`` and ``num_frames``.
+    """
+    from tqdm import tqdm
+
+    from fmdepth_ros.metrics import chain_poses, compute_ate, snippet_ate
+
+    n = len(source)
+    if source.poses is None or n < 2:
+        raise ValueError(f'{source.name}: needs ground-truth poses and at least 2 frames')
+    relative = []
+    previous = source.load_image(0)
+    for i in tqdm(range(1, n), desc='odometry', unit='pair', disable=not progress,
+                  file=sys.stderr):
+        current = source.load_image(i)
+        relative.append(estimate(previous, current))
+        previous = current
+    pred = chain_poses(relative)
+    gt = np.asarray(source.poses)[:n]
+    scale_aligned = compute_ate(gt, pred, 'scale')
+    result = {'ate': scale_aligned['ate'], 'ate_sim3': compute_ate(gt, pred, 'sim3')['ate'],
+              'scale': scale_aligned['scale'], 'num_frames': n,
+              'trajectory_length_m': float(np.sum(np.linalg.norm(
+                  np.diff(gt[:, :3, 3], axis=0), axis=1)))}
+    if n >= 5:
+        result['snippet_ate_mean'], result['snippet_ate_std'] = snippet_ate(gt, pred, 5)
+    return result
+
+
+def pose_sources(dataset):
+    """Distinct sources of ``dataset`` that have ground-truth poses, in order."""
+    seen, out = set(), []
+    for src, _ in getattr(dataset, 'samples', []):
+        if id(src) not in seen and getattr(src, 'poses', None) is not None:
+            seen.add(id(src))
+            out.append(src)
+    return out
+
+
+# ----------------------------------------------------------------------------- output
+
+def format_table(results):
+    """Human-readable table of a results dict (depth metrics row, ATE rows)."""
+    lines = []
+    depth = results.get('depth')
+    if depth:
+        lines.append('  '.join(f'{METRIC_LABELS[k]:>9}' for k in DEPTH_METRICS))
+        lines.append('  '.join(f'{depth[k]:9.4f}' for k in DEPTH_METRICS))
+        lines.append(f'({depth["num_images"]} images, {depth["num_skipped"]} without GT; '
+                     f'median scale ratio {depth["scale_ratio_median"]:.3f} '
+                     f'± {depth["scale_ratio_std"]:.3f})')
+        if 'refine' in depth:
+            r = depth['refine']
+            lines.append(f'online refinement: {r["steps"]} steps/sample, loss '
+                         f'{r["loss_before_mean"]:.4f} -> {r["loss_after_mean"]:.4f}, '
+                         f'{r["reverted"]} reverted')
+    for name, odo in (results.get('odometry') or {}).items():
+        text = (f'ATE {name}: {odo["ate"]:.4f} m (scale-aligned), {odo["ate_sim3"]:.4f} m '
+                f'(Sim3) over {odo["num_frames"]} frames, {odo["trajectory_length_m"]:.1f} m')
+        if 'snippet_ate_mean' in odo:
+            text += (f'; 5-frame snippets {odo["snippet_ate_mean"]:.4f} '
+                     f'± {odo["snippet_ate_std"]:.4f} m')
+        lines.append(text)
+    return '\n'.join(lines)
+
+
+def write_json_atomic(path, data):
+    """Write ``data`` as indented JSON to ``path`` via a temporary file and os.replace."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write('\n')
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _resolve_device(requested):
+    from fmdepth_ros.inference import select_device
+
+    try:
+        device, warning = select_device(requested)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if warning:
+        print(f'fmdepth evaluate: warning: {warning}', file=sys.stderr)
+    return device
+
+
+def _load_model(path, device):
+    from fmdepth_ros.checkpoint import CheckpointError, load_checkpoint
+
+    if not os.path.isfile(path):
+        raise CliError(f'--checkpoint: no such file: {path}')
+    try:
+        return load_checkpoint(path, map_location=device)
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from None
+
+
+def evaluate_data(model, cfg, data, split_file=None, gt_path=None, refine_steps=0,
+                  device='cpu', median_scaling=True, scale=1.0, max_samples=None,
+                  intrinsics=None, odometry=True, progress=True):
+    """Depth metrics and ATE of ``model`` on the data directory ``data``; returns a dict."""
+    from fmdepth_ros.data import make_dataset
+
+    dataset = make_dataset(data, cfg, split='test', split_file=split_file, gt_path=gt_path,
+                           intrinsics=intrinsics)
+    results = {}
+    has_gt = any(src.has_depth(i) for src, i in dataset.samples)
+    if has_gt:
+        results['depth'] = evaluate_depth_dataset(
+            model, cfg, dataset, refine_steps=refine_steps, device=device,
+            median_scaling=median_scaling, scale=scale, max_samples=max_samples,
+            progress=progress)
+    sources = pose_sources(dataset) if odometry else []
+    if sources:
+        from fmdepth_ros.inference import PoseEstimator
+
+        estimator = PoseEstimator(model.pose_net, cfg, device=device)
+        results['odometry'] = {
+            os.path.basename(os.path.normpath(src.name)) or src.name:
+                evaluate_trajectory(src, estimator.estimate, progress=progress)
+            for src in sources}
+    if not results:
+        raise ValueError(f'{data}: no ground truth to evaluate against (no depth maps or '
+                         'velodyne scans, and no poses.txt)')
+    return results
+
+
+def run(args):
+    """Evaluate a checkpoint; print the table, optionally write JSON. Returns the exit code."""
+    if args.refine_steps < 0:
+        raise CliError(f'--refine-steps must be >= 0, got {args.refine_steps}')
+    if args.max_samples is not None and args.max_samples < 1:
+        raise CliError(f'--max-samples must be >= 1, got {args.max_samples}')
+    if not os.path.isfile(args.checkpoint):
+        raise CliError(f'--checkpoint: no such file: {args.checkpoint}')
+    if args.bag is not None:
+        if not os.path.exists(args.bag):
+            raise CliError(f'--bag: no such file or directory: {args.bag}')
+        from fmdepth_ros.bag_eval import evaluate_bag
+
+        results = evaluate_bag(args.checkpoint, args.bag, args.refine_steps, args.json)
+        print(format_table(results) if isinstance(results, dict) else results)
+        return 0
+    if not os.path.exists(args.data):
+        raise CliError(f'--data: no such file or directory: {args.data}')
+    for flag, path in (('--split', args.split), ('--gt-depths', args.gt_depths)):
+        if path is not None and not os.path.isfile(path):
+            raise CliError(f'{flag}: no such file: {path}')
+    device = _resolve_device(args.device)
+    model, cfg, info = _load_model(args.checkpoint, device)
+    start = time.perf_counter()
+    try:
+        results = evaluate_data(
+            model, cfg, args.data, split_file=args.split, gt_path=args.gt_depths,
+            refine_steps=args.refine_steps, device=device,
+            median_scaling=args.scaling == 'median', scale=args.scale,
+            max_samples=args.max_samples, intrinsics=args.intrinsics,
+            odometry=not args.no_odometry, progress=sys.stderr.isatty())
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
+    results.update(checkpoint=os.path.abspath(args.checkpoint), step=info.get('step', 0),
+                   data=os.path.abspath(args.data), split=args.split,
+                   refine_steps=args.refine_steps, device=str(device),
+                   scaling=args.scaling if args.scaling == 'median' else f'fixed x{args.scale}',
+                   seconds=round(time.perf_counter() - start, 3))
+    print(format_table(results))
+    if args.json:
+        write_json_atomic(args.json, results)
+        print(f'wrote {args.json}')
+    return 0

@@ -1,0 +1,131 @@
+"""Tests of ``fmdepth evaluate`` (fmdepth_ros.evaluate) on generated data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fmdepth_ros.checkpoint import build_model, save_checkpoint
+from fmdepth_ros.cli import main as cli_main
+from fmdepth_ros.config import small_cpu_config
+from fmdepth_ros.data import make_dataset
+from fmdepth_ros.data.folder import FolderSource
+from fmdepth_ros.data.synth import render_sequence, write_sequence
+from fmdepth_ros.evaluate import evaluate_depth_dataset, evaluate_trajectory, format_table
+from fmdepth_ros.metrics import disparity_to_eval_depth, evaluate_depth
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    """Untrained small model saved as a checkpoint, and a 6-frame synthetic sequence."""
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp('eval')
+    cfg = small_cpu_config()
+    model = build_model(cfg).eval()
+    ckpt = tmp / 'model.pt'
+    save_checkpoint(ckpt, model, cfg, step=7)
+    seq = render_sequence(6, width=cfg.model.width, height=cfg.model.height, seed=5)
+    write_sequence(seq, tmp / 'seq')
+    return {'tmp': tmp, 'cfg': cfg, 'model': model, 'ckpt': ckpt, 'seq': seq,
+            'data': tmp / 'seq'}
+
+
+def test_depth_protocol_matches_manual_computation(setup):
+    """The evaluator's numbers equal the protocol applied by hand on each frame."""
+    cfg, model, seq = setup['cfg'], setup['model'], setup['seq']
+    torch.set_num_threads(1)
+    dataset = make_dataset(setup['data'], cfg, split='test')
+    result = evaluate_depth_dataset(model, cfg, dataset, max_samples=2, progress=False)
+    assert result['num_images'] == 2 and result['num_skipped'] == 0
+    manual = []
+    for i in range(2):
+        image = torch.from_numpy(seq.images[i]).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():
+            disp = model.depth_net(image)[0][0, 0].numpy()
+        pred = disparity_to_eval_depth(disp, seq.depths[i].shape)
+        manual.append(evaluate_depth(seq.depths[i], pred)[0])
+    for key in ('abs_rel', 'rmse', 'a1'):
+        assert result[key] == pytest.approx(np.mean([m[key] for m in manual]), rel=1e-5)
+    # An untrained network is far from the truth, but the numbers are sane.
+    assert 0.0 < result['abs_rel'] < 5.0 and 0.0 <= result['a1'] <= 1.0
+
+
+def test_refinement_changes_the_prediction_of_a_copy(setup):
+    """--refine-steps refines a fresh copy per sample: the checkpoint model is untouched."""
+    cfg, model = setup['cfg'], setup['model']
+    torch.set_num_threads(1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dataset = make_dataset(setup['data'], cfg, split='test')
+    plain = evaluate_depth_dataset(model, cfg, dataset, max_samples=1, progress=False)
+    refined = evaluate_depth_dataset(model, cfg, dataset, refine_steps=2, max_samples=1,
+                                     progress=False)
+    assert refined['refine']['steps'] == 2
+    assert refined['abs_rel'] != plain['abs_rel'] or refined['refine']['reverted'] == 1
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_trajectory_chaining_with_exact_relative_poses(setup):
+    """An estimator returning the true T_earlier_later (at half scale) gives zero ATE."""
+    source = FolderSource(setup['data'])
+    poses = setup['seq'].poses
+    frames = {source.load_image(i).tobytes(): i for i in range(len(source))}
+
+    def oracle(earlier, later):
+        a, b = frames[earlier.tobytes()], frames[later.tobytes()]
+        T = np.linalg.inv(poses[a]) @ poses[b]
+        T[:3, 3] *= 0.5
+        return T
+
+    result = evaluate_trajectory(source, oracle, progress=False)
+    assert result['ate'] < 1e-6 and result['ate_sim3'] < 1e-6
+    assert result['scale'] == pytest.approx(2.0)
+    assert result['num_frames'] == 6 and result['snippet_ate_mean'] < 1e-6
+
+    def reversed_direction(earlier, later):   # the wrong convention must show up
+        return np.linalg.inv(oracle(earlier, later))
+
+    # Scale alignment would need a negative scale (camera driving backwards).
+    assert evaluate_trajectory(source, reversed_direction, progress=False)['scale'] < 0
+
+
+def test_cli_writes_json_and_table(setup, capsys):
+    """`fmdepth evaluate` prints the table and writes JSON with depth and odometry results."""
+    torch.set_num_threads(1)
+    out = setup['tmp'] / 'res' / 'metrics.json'
+    rc = cli_main(['evaluate', '--checkpoint', str(setup['ckpt']), '--data',
+                   str(setup['data']), '--json', str(out), '--device', 'cpu',
+                   '--max-samples', '2'])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert 'AbsRel' in text and 'ATE seq' in text
+    data = json.loads(out.read_text())
+    assert data['depth']['num_images'] == 2 and data['step'] == 7
+    assert data['odometry']['seq']['num_frames'] == 6
+    assert np.isfinite(data['odometry']['seq']['ate'])
+    assert format_table(data).splitlines()[0].split()[0] == 'AbsRel'
+
+
+def test_cli_errors(setup, tmp_path, capsys):
+    """Missing files, bad values and data without ground truth give one-line errors."""
+    ckpt = str(setup['ckpt'])
+    assert cli_main(['evaluate', '--checkpoint', str(tmp_path / 'x.pt'), '--data',
+                     str(setup['data'])]) == 2
+    assert 'no such file' in capsys.readouterr().err
+    assert cli_main(['evaluate', '--checkpoint', ckpt, '--data', str(tmp_path / 'nope')]) == 2
+    assert cli_main(['evaluate', '--checkpoint', ckpt, '--data', str(setup['data']),
+                     '--refine-steps', '-1']) == 2
+    bad = tmp_path / 'bad.pt'
+    bad.write_bytes(b'not a checkpoint')
+    assert cli_main(['evaluate', '--checkpoint', str(bad), '--data', str(setup['data']),
+                     '--device', 'cpu']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 3 and 'bad.pt' in err
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    (frames / 'a.png').write_bytes((setup['data'] / 'images' / '000000.png').read_bytes())
+    (frames / 'intrinsics.txt').write_text('100 100 96 32\n')
+    assert cli_main(['evaluate', '--checkpoint', ckpt, '--data', str(frames),
+                     '--device', 'cpu']) == 2
+    assert 'no ground truth' in capsys.readouterr().err

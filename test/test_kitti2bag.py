@@ -1,0 +1,244 @@
+"""kitti2bag and the rosbags readers of data/bag.py, on a synthetic KITTI-format drive (no ROS)."""
+
+import shutil
+import sqlite3
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+
+from fmdepth_ros import kitti2bag
+from fmdepth_ros.cli import CliError, main
+from fmdepth_ros.config import small_cpu_config
+from fmdepth_ros.data import bag as bagio
+from fmdepth_ros.data.synth import render_sequence
+
+NUM_FRAMES = 8
+
+
+@pytest.fixture(scope='module')
+def seq():
+    """Render a tiny synthetic sequence with exact depth and poses."""
+    return render_sequence(NUM_FRAMES, width=96, height=32, seed=3)
+
+
+@pytest.fixture(scope='module')
+def drive(seq, tmp_path_factory):
+    """Write the sequence in the KITTI raw layout (PNG, timestamps, calib, OXTS, velodyne)."""
+    return kitti2bag.write_synthetic_drive(seq, tmp_path_factory.mktemp('kitti'))
+
+
+@pytest.fixture(scope='module')
+def mcap_bag(drive, tmp_path_factory):
+    """Convert the drive with the CLI (MCAP, raw images)."""
+    out = tmp_path_factory.mktemp('bags') / 'drive_mcap'
+    assert main(['kitti2bag', str(drive), str(out)]) == 0
+    return out
+
+
+def test_kitti_text_formats_round_trip(drive, seq):
+    """Timestamps parse to the original nanoseconds; calibration keys have the right sizes."""
+    stamps = kitti2bag.parse_timestamps(drive / 'image_02' / 'timestamps.txt')
+    assert stamps == [int(s) for s in seq.stamps_ns]
+    calib = kitti2bag.parse_calib_file(drive.parent / 'calib_cam_to_cam.txt')
+    assert calib['P_rect_02'].size == 12 and calib['R_rect_00'].size == 9
+    cal = kitti2bag.load_calibration(drive.parent, 2)
+    np.testing.assert_allclose(cal.K, seq.K, atol=1e-9)
+
+
+def test_oxts_pose_conversion_is_the_inverse_of_poses_to_oxts():
+    """Mercator conversion (KITTI devkit) recovers relative poses from synthesised packets."""
+    from scipy.spatial.transform import Rotation
+    rng = np.random.default_rng(0)
+    poses = np.tile(np.eye(4), (6, 1, 1))
+    poses[:, :3, :3] = Rotation.from_euler('ZYX', rng.uniform(-0.4, 0.4, (6, 3))).as_matrix()
+    poses[:, :3, 3] = rng.uniform(-30, 30, (6, 3))
+    back = kitti2bag.oxts_to_poses(kitti2bag.poses_to_oxts(poses))
+    expected = np.linalg.inv(poses[0]) @ poses
+    np.testing.assert_allclose(back, expected, atol=1e-5)
+
+
+def test_bag_topics_and_contents(mcap_bag, seq):
+    """Images, camera_info, /tf_static, OXTS odometry and velodyne match the ground truth."""
+    with AnyReader([mcap_bag]) as reader:
+        topics = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
+        info = next(reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(
+            [c for c in reader.connections if c.topic == '/camera/camera_info']))
+    assert topics == {
+        '/camera/image_raw': ('sensor_msgs/msg/Image', NUM_FRAMES),
+        '/camera/camera_info': ('sensor_msgs/msg/CameraInfo', NUM_FRAMES),
+        '/tf_static': ('tf2_msgs/msg/TFMessage', 1),
+        '/ground_truth/odom': ('nav_msgs/msg/Odometry', NUM_FRAMES),
+        '/velodyne_points': ('sensor_msgs/msg/PointCloud2', NUM_FRAMES)}
+    assert info.header.frame_id == 'camera_optical' and (info.width, info.height) == (96, 32)
+    np.testing.assert_allclose(info.p.reshape(3, 4)[:, :3], seq.K)
+    assert np.all(info.p.reshape(3, 4)[:, 3] == 0) and np.all(info.d == 0)
+    np.testing.assert_allclose(info.r.reshape(3, 3), np.eye(3))
+
+    frames = list(bagio.read_bag_frames(mcap_bag))
+    assert [f.stamp_ns for f in frames] == [int(s) for s in seq.stamps_ns]
+    for frame, image in zip(frames, seq.images):
+        assert np.array_equal(frame.image, image)            # PNG is lossless
+        np.testing.assert_allclose(frame.K, seq.K)
+        assert frame.frame_id == 'camera_optical'
+
+    tf = bagio.read_static_transforms(mcap_bag)
+    T_base_cam = bagio.lookup_static(tf, 'base_link', 'camera_optical')
+    odom = bagio.read_odometry(mcap_bag, '/ground_truth/odom')
+    assert (odom.frame_id, odom.child_frame_id) == ('world', 'base_link')
+    cam_poses = np.linalg.inv(T_base_cam) @ odom.poses @ T_base_cam
+    np.testing.assert_allclose(cam_poses, np.linalg.inv(seq.poses[0]) @ seq.poses, atol=1e-6)
+
+    T_cam_velo = bagio.lookup_static(tf, 'camera_optical', 'velodyne')
+    for k, (stamp, frame_id, points) in enumerate(
+            bagio.read_point_clouds(mcap_bag, '/velodyne_points')):
+        assert frame_id == 'velodyne' and stamp == int(seq.stamps_ns[k])
+        cam = points @ T_cam_velo[:3, :3].T + T_cam_velo[:3, 3]
+        uv = cam @ seq.K.T
+        u = np.round(uv[:, 0] / uv[:, 2]).astype(int)
+        v = np.round(uv[:, 1] / uv[:, 2]).astype(int)
+        assert len(points) > 500
+        np.testing.assert_allclose(cam[:, 2], seq.depths[k][v, u], rtol=1e-4)
+
+
+def test_mcap_tools_read_the_bag(mcap_bag, seq):
+    """The mcap / mcap-ros2-support readers decode every message of the bag."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    (mcap_file,) = mcap_bag.glob('*.mcap')
+    seen = {}
+    with open(mcap_file, 'rb') as f:
+        decoded = list(make_reader(f, decoder_factories=[DecoderFactory()])
+                       .iter_decoded_messages())
+    for _, channel, _, msg in decoded:
+        seen[channel.topic] = seen.get(channel.topic, 0) + 1
+        if channel.topic == '/camera/image_raw' and seen[channel.topic] == 1:
+            assert (msg.encoding, msg.width, msg.height) == ('rgb8', 96, 32)
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            assert stamp == int(seq.stamps_ns[0])
+            image = np.frombuffer(bytes(msg.data), np.uint8).reshape(32, 96, 3)
+            assert np.array_equal(image, seq.images[0])
+    assert seen['/camera/image_raw'] == NUM_FRAMES and seen['/tf_static'] == 1
+
+
+@pytest.mark.parametrize('jpeg', [False, True])
+def test_sqlite3_compressed_bag(drive, seq, tmp_path, jpeg):
+    """sqlite3 storage with CompressedImage (PNG bytes lossless, or JPEG close)."""
+    out = tmp_path / 'drive_db'
+    args = ['kitti2bag', str(drive), str(out), '--storage', 'sqlite3', '--compressed']
+    assert main(args + (['--jpeg-quality', '95'] if jpeg else [])) == 0
+    assert list(out.glob('*.db3'))
+    with AnyReader([out]) as reader:
+        topics = {c.topic: c.msgtype for c in reader.connections}
+    assert topics['/camera/image_raw/compressed'] == 'sensor_msgs/msg/CompressedImage'
+    assert '/camera/image_raw' not in topics
+    frames = list(bagio.read_bag_frames(out))
+    assert len(frames) == NUM_FRAMES
+    error = np.abs(frames[3].image.astype(int) - seq.images[3]).mean()
+    assert error < 3.0 if jpeg else error == 0
+
+
+def test_decode_image_encodings(seq):
+    """Decode bgr8 / mono8 / rgba8 / padded rows to the same RGB; unknown encodings fail."""
+    from types import SimpleNamespace
+    rgb = seq.images[0]
+    h, w = rgb.shape[:2]
+
+    def msg(encoding, array, pad=0):
+        rows = array.reshape(h, -1)
+        rows = np.concatenate([rows, np.zeros((h, pad), np.uint8)], axis=1)
+        return SimpleNamespace(encoding=encoding, height=h, width=w, step=rows.shape[1],
+                               data=rows.ravel())
+
+    assert np.array_equal(bagio.decode_image(msg('bgr8', rgb[:, :, ::-1].copy(), 4), 'x'), rgb)
+    rgba = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=2)
+    assert np.array_equal(bagio.decode_image(msg('rgba8', rgba), 'x'), rgb)
+    assert np.array_equal(bagio.decode_image(msg('bgra8', rgba[:, :, [2, 1, 0, 3]]), 'x'), rgb)
+    grey = bagio.decode_image(msg('mono8', rgb[:, :, 0].copy()), 'x')
+    assert grey.shape == (h, w, 3) and np.array_equal(grey[:, :, 2], rgb[:, :, 0])
+    with pytest.raises(bagio.BagError, match='unsupported image encoding'):
+        bagio.decode_image(msg('yuv422', rgb), 'x')
+    ok, png = cv2.imencode('.png', rgb[:, :, ::-1])
+    compressed = SimpleNamespace(format='png', data=png.ravel())
+    assert np.array_equal(bagio.decode_image(compressed, bagio.COMPRESSED_TYPE), rgb)
+
+
+def test_bag_dataset_triplets(mcap_bag, seq):
+    """Check that BagDataset yields batch items with K scaled to the network size."""
+    cfg = small_cpu_config()
+    train = bagio.BagDataset(mcap_bag, cfg)
+    assert len(train) == NUM_FRAMES - 2
+    item = train[0]
+    assert item['images'].shape == (3, 3, 64, 192) and item['images_aug'].shape == (3, 3, 64, 192)
+    assert train.stamp_ns(0) == int(seq.stamps_ns[1])
+    expected_K = seq.K.copy()
+    expected_K[0] *= 2
+    expected_K[1] *= 2
+    flipped = expected_K.copy()
+    flipped[0, 2] = 192 - 1 - expected_K[0, 2]
+    K = item['K'].numpy()
+    assert np.allclose(K, expected_K, atol=1e-4) or np.allclose(K, flipped, atol=1e-3)
+    test = bagio.BagDataset(mcap_bag, cfg, split='test')
+    assert len(test) == NUM_FRAMES
+    np.testing.assert_allclose(test[0]['K'].numpy(), expected_K, atol=1e-4)
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_cli_errors_are_one_line(drive, tmp_path, capsys):
+    """Missing folders / calibration, timestamp mismatch and an existing output: exit 2."""
+    root = _copy(drive.parent, tmp_path / 'date')
+    bad_drive = root / drive.name
+    cases = []
+    cases.append((['kitti2bag', str(tmp_path / 'nope'), str(tmp_path / 'o1')],
+                  'drive folder not found'))
+    cases.append((['kitti2bag', str(bad_drive), str(tmp_path / 'o2'), '--camera', '3'],
+                  'camera folder not found'))
+    for args, expected in cases:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and '\n' not in err
+    stamps_file = bad_drive / 'image_02' / 'timestamps.txt'
+    good = stamps_file.read_text()
+    stamps_file.write_text(good + '2011-09-26 13:00:09.000000000\n')
+    assert main(['kitti2bag', str(bad_drive), str(tmp_path / 'o3')]) == 2
+    assert 'timestamps.txt' in capsys.readouterr().err
+    stamps_file.write_text(good)
+    (root / 'calib_imu_to_velo.txt').unlink()
+    with pytest.raises(CliError, match='calib_imu_to_velo.txt'):
+        kitti2bag.open_drive(bad_drive)
+    assert main(['kitti2bag', str(drive), str(tmp_path)]) == 2
+    assert 'exists' in capsys.readouterr().err
+    assert not list(tmp_path.glob('o*')) and not list(tmp_path.glob('.o*'))
+
+
+def test_truncated_and_corrupt_bags_give_one_line_errors(drive, mcap_bag, tmp_path):
+    """A truncated MCAP file, a corrupt sqlite3 database and garbage all raise BagError."""
+    truncated = _copy(mcap_bag, tmp_path / 'truncated')
+    (mcap_file,) = truncated.glob('*.mcap')
+    data = mcap_file.read_bytes()
+    mcap_file.write_bytes(data[:len(data) // 2])
+
+    db_bag = tmp_path / 'db'
+    assert main(['kitti2bag', str(drive), str(db_bag), '--storage', 'sqlite3']) == 0
+    (db_file,) = db_bag.glob('*.db3')
+    with sqlite3.connect(db_file) as con:      # rows whose CDR is cut short
+        con.execute('UPDATE messages SET data = substr(data, 1, 40)')
+    header_broken = _copy(db_bag, tmp_path / 'db_header')
+    (db_file2,) = header_broken.glob('*.db3')
+    with open(db_file2, 'r+b') as f:
+        f.write(b'\0' * 100)
+
+    garbage = tmp_path / 'garbage.mcap'
+    garbage.write_bytes(np.random.default_rng(0).bytes(5000))
+    for path in (truncated, db_bag, header_broken, garbage, tmp_path / 'missing',
+                 tmp_path):
+        with pytest.raises(bagio.BagError) as info:
+            list(bagio.read_bag_frames(path))
+        message = str(info.value)
+        assert '\n' not in message and len(message) < 300
+        assert str(path) in message or path.name in message

@@ -213,9 +213,11 @@ def format_table(results):
     if depth:
         lines.append('  '.join(f'{METRIC_LABELS[k]:>9}' for k in DEPTH_METRICS))
         lines.append('  '.join(f'{depth[k]:9.4f}' for k in DEPTH_METRICS))
-        lines.append(f'({depth["num_images"]} images, {depth["num_skipped"]} without GT; '
-                     f'median scale ratio {depth["scale_ratio_median"]:.3f} '
-                     f'± {depth["scale_ratio_std"]:.3f})')
+        if 'num_images' in depth:
+            lines.append(f'({depth["num_images"]} images, {depth.get("num_skipped", 0)} '
+                         f'without GT; median scale ratio '
+                         f'{depth.get("scale_ratio_median", float("nan")):.3f} '
+                         f'± {depth.get("scale_ratio_std", float("nan")):.3f})')
         if 'refine' in depth:
             r = depth['refine']
             lines.append(f'online refinement: {r["steps"]} steps/sample, loss '
@@ -312,8 +314,10 @@ def run(args):
             raise CliError(f'--bag: no such file or directory: {args.bag}')
         from fmdepth_ros.bag_eval import evaluate_bag
 
-        results = evaluate_bag(args.checkpoint, args.bag, args.refine_steps, args.json)
-        print(format_table(results) if isinstance(results, dict) else results)
+        try:   # evaluate_bag prints its own table
+            evaluate_bag(args.checkpoint, args.bag, args.refine_steps, args.json)
+        except (ValueError, FileNotFoundError) as exc:
+            raise CliError(str(exc).splitlines()[0]) from None
         return 0
     if not os.path.exists(args.data):
         raise CliError(f'--data: no such file or directory: {args.data}')

@@ -1,6 +1,7 @@
 """Tests of ``fmdepth evaluate`` (fmdepth_ros.evaluate) on generated data."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -58,9 +59,9 @@ def test_refinement_changes_the_prediction_of_a_copy(setup):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     dataset = make_dataset(setup['data'], cfg, split='test')
     plain = evaluate_depth_dataset(model, cfg, dataset, max_samples=1, progress=False)
-    refined = evaluate_depth_dataset(model, cfg, dataset, refine_steps=2, max_samples=1,
+    refined = evaluate_depth_dataset(model, cfg, dataset, refine_steps=1, max_samples=1,
                                      progress=False)
-    assert refined['refine']['steps'] == 2
+    assert refined['refine']['steps'] == 1
     assert refined['abs_rel'] != plain['abs_rel'] or refined['refine']['reverted'] == 1
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -129,3 +130,34 @@ def test_cli_errors(setup, tmp_path, capsys):
     assert cli_main(['evaluate', '--checkpoint', ckpt, '--data', str(frames),
                      '--device', 'cpu']) == 2
     assert 'no ground truth' in capsys.readouterr().err
+
+
+ODOM = '/work/shared/data/kitti_odometry_01_frames_000-050'
+RAW_GT = '/work/shared/data/kitti_raw_0001_gt_depth'
+
+
+@pytest.mark.skipif(not os.path.isdir(ODOM), reason='real KITTI odometry sample absent')
+def test_real_kitti_odometry_sequence(setup):
+    """KITTI odometry layout (image_l, bare-P calib.txt, poses.txt): odometry only, 51 frames."""
+    torch.set_num_threads(1)
+    cfg, model = setup['cfg'], setup['model']
+    from fmdepth_ros.evaluate import evaluate_data
+
+    results = evaluate_data(model, cfg, ODOM, device='cpu', progress=False)
+    assert 'depth' not in results
+    (name, odo), = results['odometry'].items()
+    assert name == os.path.basename(ODOM) and odo['num_frames'] == 51
+    assert 30.0 < odo['trajectory_length_m'] < 200.0     # ~1 m per frame (accelerating)
+    assert np.isfinite(odo['ate']) and odo['ate'] > 0
+
+
+@pytest.mark.skipif(not os.path.isdir(RAW_GT), reason='real KITTI depth sample absent')
+def test_real_kitti_depth_png_gt(setup, capsys):
+    """Folder with rgb/ + depth/ benchmark PNGs and --intrinsics: Eigen metrics on 2 images."""
+    torch.set_num_threads(1)
+    rc = cli_main(['evaluate', '--checkpoint', str(setup['ckpt']), '--data', RAW_GT,
+                   '--intrinsics', '721.5377', '721.5377', '609.5593', '172.854',
+                   '--device', 'cpu'])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert '(2 images, 0 without GT' in out

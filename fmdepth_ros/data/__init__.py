@@ -103,7 +103,7 @@ def make_dataset(path, cfg, split='train', split_file=None, gt_path=None, intrin
     if detect_kind(path) == 'bag':
         from fmdepth_ros.data.bag import BagDataset
 
-        return BagDataset(path, cfg)
+        return BagDataset(path, cfg, split=split)
     samples = make_samples(path, cfg, split, split_file, gt_path, intrinsics)
     # Projecting velodyne scans for every training item is slow and unused by the losses.
     with_depth = False if (split == 'train' and detect_kind(path) == 'kitti') else None

@@ -237,6 +237,9 @@ def test_kitti_raw_tree(tmp_path, seq):
     cfg = _cfg()
     train = make_dataset(root, cfg, split='train')
     assert len(train) == 3 and 'depth_gt' not in train[0]
+    for sub in (root / DATE, root / DRIVE):            # a date or a drive folder works too
+        assert detect_kind(sub) == 'kitti'
+        assert len(make_dataset(sub, cfg, split='test')) == 5
     assert float(train[0]['K'][0, 0]) == pytest.approx(seq.K[0, 0] / 2)
     split = tmp_path / 'test_files.txt'
     split.write_text(f'{DRIVE} 0000000002 l\n{DRIVE} 4 l\n')

@@ -20,7 +20,7 @@ def is_bag(path):
 def detect_kind(path):
     """Return 'bag', 'kitti', 'synthetic' or 'folder' for ``path`` (ValueError if none)."""
     from fmdepth_ros.data.folder import find_image_dir
-    from fmdepth_ros.data.kitti import is_kitti_raw_root
+    from fmdepth_ros.data.kitti import resolve_kitti_path
     from fmdepth_ros.data.synth import is_synthetic_dir
 
     path = str(path)
@@ -30,7 +30,7 @@ def detect_kind(path):
         return 'bag'
     if os.path.isfile(path):
         raise ValueError(f'{path}: not a dataset (expected a directory or a .mcap/.db3 bag)')
-    if is_kitti_raw_root(path):
+    if resolve_kitti_path(path) is not None:
         return 'kitti'
     if is_synthetic_dir(path):
         return 'synthetic'
@@ -45,14 +45,15 @@ def detect_kind(path):
 def make_samples(path, cfg, split='train', split_file=None, gt_path=None, intrinsics=None):
     """List of (FrameSource, frame index) samples for a KITTI / synthetic / folder ``path``."""
     from fmdepth_ros.data.folder import folder_sources
-    from fmdepth_ros.data.kitti import kitti_samples
+    from fmdepth_ros.data.kitti import kitti_samples, resolve_kitti_path
     from fmdepth_ros.data.triplets import sequence_samples
 
     kind = detect_kind(path)
     if kind == 'bag':
         raise ValueError(f'{path}: a bag has no frame-source samples')
     if kind == 'kitti':
-        samples = kitti_samples(path, split_file, gt_path)
+        root, drives = resolve_kitti_path(path)
+        samples = kitti_samples(root, split_file, gt_path, drives=drives)
         if split == 'train' and split_file is None:
             ids = tuple(cfg.model.frame_ids)
             lo, hi = -min(min(ids), 0), max(max(ids), 0)

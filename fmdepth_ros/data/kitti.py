@@ -130,6 +130,24 @@ def is_kitti_raw_root(path):
         os.path.join(path, d, 'calib_cam_to_cam.txt')) for d in os.listdir(path))
 
 
+def resolve_kitti_path(path):
+    """(root, drives) for a KITTI raw root, a date folder or a drive folder; None otherwise.
+
+    ``drives`` is None for a root (every drive) or the list of 'date/drive' folders inside.
+    """
+    path = os.path.abspath(str(path))
+    if is_kitti_raw_root(path):
+        return path, None
+    parent = os.path.dirname(path)
+    name = os.path.basename(path)
+    if DATE_RE.match(name) and os.path.isfile(os.path.join(path, 'calib_cam_to_cam.txt')):
+        return parent, [d for d in list_drives(parent) if d.startswith(name + '/')]
+    if os.path.isfile(os.path.join(parent, 'calib_cam_to_cam.txt')) and os.path.isdir(
+            os.path.join(path, 'image_02', 'data')):
+        return os.path.dirname(parent), [f'{os.path.basename(parent)}/{name}']
+    return None
+
+
 def list_drives(root):
     """Drive folders 'date/date_drive_XXXX_sync' under ``root`` that have image_02."""
     drives = []
@@ -203,10 +221,11 @@ def load_gt_depths(path):
         return list(data['data'])
 
 
-def kitti_samples(root, split_file=None, gt_path=None, velodyne_depth=True):
+def kitti_samples(root, split_file=None, gt_path=None, velodyne_depth=True, drives=None):
     """Return ``(KittiDriveSource, frame)`` samples: a split file's lines, else every left frame.
 
-    ``gt_path`` (a gt_depths.npz aligned with the split file) attaches prepared ground truth;
+    ``drives`` restricts the no-split-file case to these 'date/drive' folders. ``gt_path`` (a
+    gt_depths.npz aligned with the split file) attaches prepared ground truth;
     if omitted, a ``gt_depths.npz`` beside the split file is used when present.
     """
     sources = {}
@@ -219,7 +238,7 @@ def kitti_samples(root, split_file=None, gt_path=None, velodyne_depth=True):
 
     if split_file is None:
         samples = []
-        for folder in list_drives(root):
+        for folder in (list_drives(root) if drives is None else drives):
             src = source(folder, 2)
             samples += [(src, i) for i in range(len(src))]
         return samples

@@ -13,7 +13,9 @@ losses on its own triplet (``refinement.refine_on_batch``) applied to a fresh co
 Odometry: for every sequence with ground-truth poses (a synthetic directory, or a folder with
 a KITTI odometry ``poses.txt``), PoseNet runs on consecutive frame pairs, the relative poses
 are chained into a trajectory and the ATE is reported after scale alignment (official
-protocol) and after a Sim(3) fit, plus the 5-frame snippet ATE of ``eval_pose.py``.
+protocol) and after a Sim(3) fit, plus the 5-frame snippet ATE of ``eval_pose.py`` and, for
+trajectories of at least 100 m, the KITTI devkit segment errors (t_err %, r_err deg/100 m)
+of the scale-aligned trajectory.
 
 ``--bag BAG`` hands over to ``fmdepth_ros.bag_eval.evaluate_bag``.
 """
@@ -170,7 +172,8 @@ def evaluate_trajectory(source, estimate, progress=True):
     """
     from tqdm import tqdm
 
-    from fmdepth_ros.metrics import chain_poses, compute_ate, snippet_ate
+    from fmdepth_ros.metrics import (KITTI_SEGMENT_LENGTHS, chain_poses, compute_ate,
+                                     kitti_segment_errors, snippet_ate)
 
     n = len(source)
     if source.poses is None or n < 2:
@@ -191,6 +194,12 @@ def evaluate_trajectory(source, estimate, progress=True):
                   np.diff(gt[:, :3, 3], axis=0), axis=1)))}
     if n >= 5:
         result['snippet_ate_mean'], result['snippet_ate_std'] = snippet_ate(gt, pred, 5)
+    if result['trajectory_length_m'] >= KITTI_SEGMENT_LENGTHS[0]:
+        aligned = pred.copy()
+        aligned[:, :3, 3] *= scale_aligned['scale']
+        segments = kitti_segment_errors(gt, aligned)
+        result.update(t_err_pct=segments['t_err'], r_err_deg_per_100m=segments['r_err'],
+                      num_segments=segments['num_segments'])
     return result
 
 
@@ -229,6 +238,9 @@ def format_table(results):
         if 'snippet_ate_mean' in odo:
             text += (f'; 5-frame snippets {odo["snippet_ate_mean"]:.4f} '
                      f'± {odo["snippet_ate_std"]:.4f} m')
+        if 't_err_pct' in odo:
+            text += (f'; KITTI segments: t_err {odo["t_err_pct"]:.2f} %, r_err '
+                     f'{odo["r_err_deg_per_100m"]:.2f} deg/100 m')
         lines.append(text)
     return '\n'.join(lines)
 

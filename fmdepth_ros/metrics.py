@@ -198,6 +198,50 @@ def snippet_ate(gt_poses, pred_poses, length=5):
     return float(np.mean(errs)), float(np.std(errs))
 
 
+KITTI_SEGMENT_LENGTHS = (100, 200, 300, 400, 500, 600, 700, 800)   # metres
+
+
+def kitti_segment_errors(gt_poses, pred_poses, lengths=KITTI_SEGMENT_LENGTHS, step=10):
+    """KITTI odometry relative errors over segments of fixed travelled length.
+
+    For every ``step``-th start frame and every length L, the segment ends at the first frame
+    whose travelled ground-truth distance reaches L; the error of the relative motion
+    ``inv(pred_delta) @ gt_delta`` gives a translation error (m / L) and a rotation error
+    (rad / L). Apply any scale alignment to ``pred_poses`` first.
+
+    Args:
+        gt_poses, pred_poses: [N, 4, 4] T_world_cam.
+        lengths: segment lengths in metres.
+        step: start-frame stride (10 in the KITTI devkit).
+
+    Returns:
+        dict ``t_err`` (%), ``r_err`` (deg / 100 m) and ``num_segments``; errors are NaN when
+        the trajectory is shorter than every length.
+    """
+    gt_poses = np.asarray(gt_poses, dtype=np.float64)
+    pred_poses = np.asarray(pred_poses, dtype=np.float64)
+    steps = np.linalg.norm(np.diff(gt_poses[:, :3, 3], axis=0), axis=1)
+    dist = np.concatenate([[0.0], np.cumsum(steps)])
+    t_errs, r_errs = [], []
+    for first in range(0, len(gt_poses), step):
+        for length in lengths:
+            ends = np.nonzero(dist >= dist[first] + length)[0]
+            if len(ends) == 0:
+                continue
+            last = int(ends[0])
+            gt_delta = np.linalg.inv(gt_poses[first]) @ gt_poses[last]
+            pred_delta = np.linalg.inv(pred_poses[first]) @ pred_poses[last]
+            err = np.linalg.inv(pred_delta) @ gt_delta
+            cos = np.clip((np.trace(err[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
+            t_errs.append(np.linalg.norm(err[:3, 3]) / length)
+            r_errs.append(np.arccos(cos) / length)
+    if not t_errs:
+        return {'t_err': float('nan'), 'r_err': float('nan'), 'num_segments': 0}
+    return {'t_err': float(np.mean(t_errs) * 100.0),
+            'r_err': float(np.degrees(np.mean(r_errs)) * 100.0),
+            'num_segments': len(t_errs)}
+
+
 def chain_poses(relative):
     """Absolute poses [N+1, 4, 4] from N relative ``T_prev_next`` transforms (first = identity)."""
     poses = [np.eye(4)]

@@ -12,6 +12,7 @@ from fmdepth_ros.cli import main as cli_main
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.data import make_dataset
 from fmdepth_ros.data.folder import FolderSource
+from fmdepth_ros.data.triplets import FrameSource
 from fmdepth_ros.data.synth import render_sequence, write_sequence
 from fmdepth_ros.evaluate import evaluate_depth_dataset, evaluate_trajectory, format_table
 from fmdepth_ros.metrics import disparity_to_eval_depth, evaluate_depth
@@ -89,6 +90,38 @@ def test_trajectory_chaining_with_exact_relative_poses(setup):
 
     # Scale alignment would need a negative scale (camera driving backwards).
     assert evaluate_trajectory(source, reversed_direction, progress=False)['scale'] < 0
+
+
+class _LongDrive(FrameSource):
+    """120 tiny frames 1 m apart (frame index encoded in the pixels), with GT poses."""
+
+    def __init__(self):
+        self.name = 'long'
+        self.poses = np.tile(np.eye(4), (120, 1, 1))
+        self.poses[:, 2, 3] = np.arange(120.0)
+        self.poses[:, 0, 3] = 0.1 * np.sin(np.arange(120.0) / 7.0)
+
+    def __len__(self):
+        return 120
+
+    def load_image(self, i):
+        return np.full((4, 4, 3), i, np.uint8)
+
+
+def test_trajectory_kitti_segment_errors():
+    """Trajectories of 100 m or more also get KITTI t_err / r_err of the scaled trajectory."""
+    source = _LongDrive()
+
+    def oracle(earlier, later):
+        a, b = int(earlier[0, 0, 0]), int(later[0, 0, 0])
+        T = np.linalg.inv(source.poses[a]) @ source.poses[b]
+        T[:3, 3] *= 0.25
+        return T
+
+    result = evaluate_trajectory(source, oracle, progress=False)
+    assert result['num_segments'] == 2                  # starts 0 and 10 reach 100 m
+    assert result['t_err_pct'] < 1e-6 and result['r_err_deg_per_100m'] < 1e-6
+    assert 't_err' in format_table({'odometry': {'long': result}})
 
 
 def test_cli_writes_json_and_table(setup, capsys):

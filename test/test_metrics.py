@@ -9,8 +9,8 @@ from scipy.spatial.transform import Rotation
 
 from fmdepth_ros.metrics import (chain_poses, compute_ate, compute_depth_errors,
                                  disparity_to_eval_depth, evaluate_depth, garg_crop_mask,
-                                 load_poses_kitti, mean_errors, save_poses_kitti, snippet_ate,
-                                 umeyama_alignment)
+                                 kitti_segment_errors, load_poses_kitti, mean_errors,
+                                 save_poses_kitti, snippet_ate, umeyama_alignment)
 
 KITTI_GT = '/work/shared/data/kitti_raw_0001_gt_depth'
 
@@ -154,3 +154,23 @@ def test_real_kitti_gt_png():
     noisy = pred * np.random.default_rng(0).uniform(0.9, 1.1, pred.shape)
     errors, _ = evaluate_depth(gt, noisy)
     assert 0.01 < errors['abs_rel'] < 0.1
+
+
+def test_kitti_segment_errors_hand_computed():
+    """Straight 1 m steps vs 1.1 m steps: 10 % translation error, no rotation error."""
+    gt = np.tile(np.eye(4), (251, 1, 1))
+    gt[:, 2, 3] = np.arange(251.0)
+    pred = gt.copy()
+    pred[:, 2, 3] *= 1.1
+    r = kitti_segment_errors(gt, pred, lengths=(100, 200))
+    assert r['t_err'] == pytest.approx(10.0)
+    assert r['r_err'] == pytest.approx(0.0, abs=1e-6)
+    # Starts 0, 10, ..., 150 reach 100 m (16) and starts 0..50 reach 200 m (6).
+    assert r['num_segments'] == 16 + 6
+    # A 1 degree yaw in the predicted orientation of every frame after the first.
+    turned = gt.copy()
+    turned[1:, :3, :3] = Rotation.from_euler('y', 1.0, degrees=True).as_matrix()
+    r = kitti_segment_errors(gt, turned, lengths=(100,))
+    # Segments starting at frame 0 see the 1 degree; the others see none.
+    assert r['r_err'] == pytest.approx(1.0 / r['num_segments'], rel=1e-6)
+    assert np.isnan(kitti_segment_errors(gt[:5], pred[:5])['t_err'])

@@ -1,7 +1,8 @@
 # Source me (bash/zsh) after `bash scripts/setup_env.sh` to use the venv's ROS 2 from a shell:
 #   source scripts/env.sh && ros2 launch fmdepth_ros depth.launch.py
 # Activates the venv and puts it on AMENT_PREFIX_PATH (ament_index, hence `ros2 launch` /
-# `ros2 pkg`, finds packages only there). VENV=... selects another venv, as for setup_env.sh.
+# `ros2 pkg`, finds packages only there; the venv's python does that too, but tools started
+# from a shell, e.g. a system ros2, need it). VENV=... selects another venv, as for setup_env.sh.
 # With a system ROS 2 sourced, its prefixes stay on AMENT_PREFIX_PATH behind the venv.
 if [ -n "${BASH_SOURCE:-}" ]; then
     _fmdepth_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -19,8 +19,9 @@
 #
 # Finally the package itself is installed in editable mode (the venv always runs the working
 # tree's code), its data files land in <venv>/share, and depth_node is copied to
-# <venv>/lib/fmdepth_ros/ where `ros2 launch` / `ros2 run` look for executables.
-# Source scripts/env.sh afterwards for `ros2 launch` (it sets AMENT_PREFIX_PATH).
+# <venv>/lib/fmdepth_ros/ where `ros2 launch` / `ros2 run` look for executables, and the venv's
+# interpreters put the venv on AMENT_PREFIX_PATH themselves, so `.venv/bin/ros2 launch
+# fmdepth_ros depth.launch.py` works as is. `source scripts/env.sh` activates the venv in a shell.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,6 +89,17 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 PY="$VENV/bin/python"
 "$PY" -c 'import sys' || die "$VENV/bin/python does not run; remove $VENV and re-run"
+# An existing venv keeps the mode it was made for (mixing pip ROS wheels and a system ROS 2 in
+# one interpreter breaks both).
+if grep -qiE '^include-system-site-packages *= *true' "$VENV/pyvenv.cfg" 2>/dev/null; then
+    if [[ $SYSTEM_ROS == 0 ]]; then
+        log "warning: $VENV was made for a system ROS 2: source it before using the venv"
+        SYSTEM_ROS=1
+    fi
+elif [[ $SYSTEM_ROS == 1 ]]; then
+    log "warning: $VENV uses the pip ROS 2 wheels, not the sourced ROS 2 (remove it to switch)"
+    SYSTEM_ROS=0
+fi
 PYVER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if [[ $SYSTEM_ROS == 0 && $PYVER != 3.11 && $PYVER != 3.12 ]]; then
     die "$VENV has Python $PYVER; the ROS 2 Kilted wheels need 3.11 or 3.12 (remove $VENV)"
@@ -95,7 +107,7 @@ fi
 pip_install() {
     # Drops the "Location ... is ignored" noise of local index mirrors; keeps pip's exit code.
     local rc=0
-    "$PY" -m pip install --disable-pip-version-check --no-input "$@" 2>&1 \
+    PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install --disable-pip-version-check --no-input "$@" 2>&1 \
         | { grep -v -e 'is ignored: it is neither a file nor a directory' || true; } || rc=$?
     return $rc
 }
@@ -236,6 +248,13 @@ for dest, src in links.items():
     os.symlink(src, dest)
 print(f'[setup_env] linked {len(links)} files into {share}', file=sys.stderr)
 PYEOF
+# Every interpreter of the venv puts the venv on AMENT_PREFIX_PATH at start-up (a .pth line,
+# like the ros-wheels bootstrapper's): `.venv/bin/ros2 launch fmdepth_ros ...`, `fmdepth demo`
+# and ament_index_python find the package without sourcing scripts/env.sh.
+SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+cat >"$SITE/fmdepth_ros_ament_prefix.pth" <<'PTHEOF'
+import os, sys; _p = [p for p in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]; sys.prefix in _p or os.environ.__setitem__('AMENT_PREFIX_PATH', os.pathsep.join([sys.prefix] + _p)); del _p
+PTHEOF
 mkdir -p "$VENV/lib/$PKG"
 for exe in depth_node; do
     [[ -x "$VENV/bin/$exe" ]] || die "pip did not create $VENV/bin/$exe"
@@ -244,4 +263,4 @@ for exe in depth_node; do
 done
 
 echo "$KEY" >"$STAMP"
-log "ready: $VENV (for ros2 launch: source scripts/env.sh)"
+log "ready: $VENV (in a shell: source scripts/env.sh)"

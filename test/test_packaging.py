@@ -108,6 +108,19 @@ def test_ros2_pkg_lists_depth_node():
     assert f'{PACKAGE} depth_node' in proc.stdout.splitlines()
 
 
+def test_venv_puts_itself_on_ament_prefix_path():
+    """A venv made by setup_env.sh finds its ament packages without sourcing anything."""
+    if not os.path.isfile(os.path.join(sys.prefix, '.fmdepth_setup_stamp')):
+        pytest.skip('not running in a venv made by scripts/setup_env.sh')
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('AMENT_PREFIX_PATH', '_ROS_WHEELS_BOOTSTRAP_COMPLETE')}
+    proc = subprocess.run(
+        [sys.executable, '-c', 'import os; print(os.environ["AMENT_PREFIX_PATH"])'],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().split(os.pathsep)[0] == sys.prefix
+
+
 def test_fmdepth_help_lists_every_subcommand():
     """The installed ``fmdepth --help`` runs and names every subcommand."""
     fmdepth = find_executable(install_prefix(), 'fmdepth')
@@ -228,8 +241,9 @@ def test_ci_runs_the_readme_test_command():
         readme = f.read()
     with open(os.path.join(ROOT, '.ci', 'run'), encoding='utf-8') as f:
         ci = f.read()
-    commands = re.findall(r'^\s*(bash scripts/setup_env\.sh && \S*python -m pytest[^\n`]*)',
-                          readme, flags=re.MULTILINE)
+    commands = re.findall(
+        r'^\s*(?:\$ |`)?(bash scripts/setup_env\.sh && \S*python -m pytest[^\n`]*)',
+        readme, flags=re.MULTILINE)
     assert commands, 'README has no "bash scripts/setup_env.sh && ... -m pytest ..." line'
     assert commands[0].strip() in ci
 

@@ -35,6 +35,7 @@ OUTPUT_TOPICS = {
     'odom': ('/fmdepth/odom', 'nav_msgs/msg/Odometry'),
 }
 DEPTH_TOPIC = OUTPUT_TOPICS['depth/image'][0]
+RESEND_AFTER_S = 5.0     # lock-step: resend a frame not answered within this many seconds
 ODOM_TOPIC = OUTPUT_TOPICS['odom'][0]
 
 
@@ -196,24 +197,37 @@ def record_bag(bag, out_bag, checkpoint: Optional[str] = None, node_parameters=N
                                     for t in OUTPUT_TOPICS), 10.0)
             time.sleep(0.5)  # discovery completes on both sides (best-effort inputs drop early)
 
-            first_info = []
+            last_info = []
+            publishers = player.publishers
 
             def after_publish(topic, msgtype, log_ns, raw):
-                if topic == info_topic and not first_info and rate is None:
-                    # The node pairs by exact stamp but does not wait for a first camera_info:
-                    # let the very first one arrive before its image.
-                    first_info.append(log_ns)
-                    time.sleep(0.3)
+                if topic == info_topic and rate is None:
+                    if not last_info:
+                        # The node pairs by exact stamp but does not wait for a first
+                        # camera_info: let the very first one arrive before its image.
+                        time.sleep(0.3)
+                    last_info[:] = [raw]
                 if topic != image_topic:
                     return
                 stamp = header_stamp_ns(raw)
                 stamp = log_ns if stamp is None else stamp
                 result.frames_in += 1
                 result.input_stamps.append(stamp)
-                if rate is None and not recorder.wait_for(
-                        lambda: stamp in recorder.depth_stamps[-5:], frame_timeout):
-                    log(f'warning: no depth for the frame stamped {stamp} within '
-                        f'{frame_timeout:.0f} s')
+                if rate is not None:
+                    return
+                deadline = time.monotonic() + frame_timeout
+                while not recorder.wait_for(lambda: stamp in recorder.depth_stamps[-5:],
+                                            min(RESEND_AFTER_S, deadline - time.monotonic())):
+                    if time.monotonic() >= deadline:
+                        log(f'warning: no depth for the frame stamped {stamp} within '
+                            f'{frame_timeout:.0f} s')
+                        return
+                    # Best-effort inputs may lose a sample (e.g. right after discovery):
+                    # send the frame again; the node drops a duplicate stamp it already has.
+                    for data, out in ((last_info[0] if last_info else None,
+                                       f'{namespace}/camera_info'), (raw, image_out)):
+                        if data is not None:
+                            publishers[out].publish(data)
 
             start = time.monotonic()
             player.play(after_publish=after_publish)

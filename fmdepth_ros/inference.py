@@ -80,8 +80,16 @@ def _unwrap_depth_net(model_or_net):
     return getattr(model_or_net, 'depth_net', model_or_net)
 
 
-def _strip_prefix(state_dict, prefix):
-    """Keep only ``prefix``-ed keys (without the prefix) when any key carries it."""
+def _select_state(state_dict, name):
+    """Pick the ``name`` sub-state of a refiner / whole-model state dict.
+
+    Handles a nested ``{name: state}`` (OnlineRefiner callback), a whole-model state
+    (``name.`` prefixed keys) and a plain module state (returned as is).
+    """
+    state_dict = dict(state_dict)
+    if isinstance(state_dict.get(name), dict):
+        return dict(state_dict[name])
+    prefix = name + '.'
     if any(k.startswith(prefix) for k in state_dict):
         return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     return state_dict
@@ -376,10 +384,11 @@ class DepthPredictor:
     def load_depth_state(self, state_dict) -> None:
         """Copy new DepthNet weights in place, thread-safely (refinement weight swap).
 
-        Accepts a DepthNet state dict or a whole-model one (``depth_net.`` keys are used).
+        Accepts a DepthNet state dict, a whole-model one (``depth_net.`` keys are used) or the
+        ``{'depth_net': state, ...}`` dict that ``OnlineRefiner`` hands to ``on_weights``.
         The tensors keep their storage, so compiled code and captured CUDA graphs stay valid.
         """
-        state = _strip_prefix(dict(state_dict), 'depth_net.')
+        state = _select_state(state_dict, 'depth_net')
         _copy_state_into(self.net, state, self._lock, 'DepthNet')
 
     def state_dict(self):
@@ -444,7 +453,7 @@ class PoseEstimator:
 
     def load_pose_state(self, state_dict) -> None:
         """Copy new PoseNet weights in place, thread-safely (``pose_net.`` keys accepted)."""
-        state = _strip_prefix(dict(state_dict), 'pose_net.')
+        state = _select_state(state_dict, 'pose_net')
         _copy_state_into(self.net, state, self._lock, 'PoseNet')
 
 

@@ -184,7 +184,7 @@ def test_weight_swap_is_thread_safe(depth_net, cfg):
         i = 0
         while not stop.is_set():
             i += 1
-            predictor.load_depth_state(states[i % 2])
+            predictor.load_depth_state({'depth_net': states[i % 2]})   # OnlineRefiner form
 
     thread = threading.Thread(target=swapper)
     thread.start()

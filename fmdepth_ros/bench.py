@@ -1,0 +1,560 @@
+"""``fmdepth bench``: latency / throughput of the depth path, eager reference vs optimised.
+
+For every (network size, depth encoder) pair, batch 1, it measures per-frame latency (median and
+p99 in ms) and frames/s of
+
+(a) the eager fp32 reference, run the way the reference implementations run (a new float tensor
+    per frame, pre-processing on the CPU, ``.to(device)``, fp32 forward, result back with
+    ``.cpu()``), and
+(b) :class:`fmdepth_ros.inference.DepthPredictor`, the optimised path (autocast fp16/bf16,
+    channels_last, optionally ``torch.compile`` and CUDA graphs, preallocated buffers,
+    device-side pre/post-processing),
+
+both from a ``[H, W, 3]`` uint8 frame to a ``[H, W]`` float32 depth array. It reports the speed-up
+b/a, the memory of each run in the first and the last window of frames (peak GPU memory on CUDA,
+process RSS on the CPU; flat = no per-frame allocation growth), and the max relative depth
+difference of (b) against (a). Then, for the first size and encoder:
+
+* the end-to-end node latency through real rclpy, in-process: a probe node publishes
+  ``sensor_msgs/Image`` on ``image`` and times the arrival of ``depth/image`` from
+  :class:`fmdepth_ros.ros.depth_node.DepthNode` (skipped with a note when rclpy is missing);
+* online refinement (:class:`fmdepth_ros.refinement.OnlineRefiner`) iterations/s while inference
+  runs, and the inference slow-down it causes.
+
+Weights are random (latency does not depend on them). Bench goals are in docs/benchmarks.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fmdepth_ros.cli import CliError
+from fmdepth_ros.config import Config, save_config
+from fmdepth_ros.inference import DepthPredictor, select_device
+from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
+
+ENCODERS = (18, 34, 50)
+
+#: defaults per device type: on the CPU small enough to finish in a couple of minutes
+DEFAULTS = {
+    'cuda': {'sizes': '640x192,1024x320', 'encoders': '18,50', 'frames': 1000, 'warmup': 50,
+             'node_frames': 300, 'refine_frames': 300, 'refine_iterations': 20},
+    'cpu': {'sizes': '640x192', 'encoders': '18', 'frames': 20, 'warmup': 3,
+            'node_frames': 10, 'refine_frames': 10, 'refine_iterations': 2},
+}
+
+
+# ----------------------------------------------------------------------------- arguments
+def configure_parser(parser: argparse.ArgumentParser):
+    """Add the ``fmdepth bench`` arguments."""
+    parser.add_argument('--device', default='auto',
+                        help='auto, cuda, cuda:N or cpu (default auto; falls back to the CPU '
+                             'with a warning)')
+    parser.add_argument('--frames', type=int, default=None,
+                        help='timed frames per measurement (default 1000 on CUDA, 20 on CPU)')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='untimed frames first (default 50 on CUDA, 3 on CPU)')
+    parser.add_argument('--sizes', default=None,
+                        help='network sizes WxH, comma-separated (default 640x192,1024x320 on '
+                             'CUDA, 640x192 on CPU); multiples of 32')
+    parser.add_argument('--encoders', default=None,
+                        help='ResNet depths of the DepthNet encoder, comma-separated (default '
+                             '18,50 on CUDA, 18 on CPU)')
+    parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
+                        help='optimised path autocast (auto: fp16 on CUDA, bf16 on a CPU with '
+                             'native bf16, else fp32)')
+    parser.add_argument('--no-channels-last', action='store_true',
+                        help='optimised path without channels_last')
+    parser.add_argument('--compile', action='store_true',
+                        help='optimised path with torch.compile (slow to start; falls back to '
+                             'eager on failure)')
+    parser.add_argument('--no-cuda-graphs', action='store_true',
+                        help='optimised path without CUDA graphs (CUDA only)')
+    parser.add_argument('--node-frames', type=int, default=None,
+                        help='frames for the node end-to-end latency (0 = skip)')
+    parser.add_argument('--refine-frames', type=int, default=None,
+                        help='inference frames while refining (0 = skip the refinement row)')
+    parser.add_argument('--refine-iterations', type=int, default=None,
+                        help='Adam steps per refinement window (default 20 on CUDA, 2 on CPU)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: torch default)')
+    parser.add_argument('--json', default=None, metavar='FILE',
+                        help='also write every number to FILE (JSON, atomically)')
+
+
+def parse_sizes(text):
+    """``'640x192,1024x320'`` -> ``[(640, 192), (1024, 320)]`` (W, H); CliError when invalid."""
+    sizes = []
+    for item in str(text).split(','):
+        parts = item.strip().lower().split('x')
+        try:
+            width, height = (int(v) for v in parts)
+        except ValueError:
+            raise CliError(f'--sizes: {item.strip()!r} is not WxH (e.g. 640x192)') from None
+        if width <= 0 or height <= 0 or width % 32 or height % 32:
+            raise CliError(f'--sizes: {width}x{height} must be positive multiples of 32')
+        sizes.append((width, height))
+    return sizes
+
+
+def parse_encoders(text):
+    """``'18,50'`` -> ``[18, 50]``; CliError for anything but 18, 34, 50."""
+    try:
+        encoders = [int(v) for v in str(text).split(',')]
+    except ValueError:
+        raise CliError(f'--encoders: {text!r} is not a list of 18, 34, 50') from None
+    bad = [e for e in encoders if e not in ENCODERS]
+    if bad:
+        raise CliError(f'--encoders: {bad[0]} is not one of 18, 34, 50')
+    return encoders
+
+
+def cpu_has_native_bf16():
+    """Return True when this CPU has bf16 dot-product instructions (AVX512-BF16 / AMX)."""
+    check = getattr(torch.backends.mkldnn, 'is_available', lambda: False)
+    probe = getattr(torch.cpu, '_is_avx512_bf16_supported', None)
+    amx = getattr(torch.cpu, '_is_amx_tile_supported', None)
+    return bool(check() and ((probe and probe()) or (amx and amx())))
+
+
+def optimised_options(device, args):
+    """Return the DepthPredictor keyword arguments of the optimised path for ``device``."""
+    cuda = device.startswith('cuda')
+    precision = args.precision
+    if precision == 'auto':
+        precision = 'fp16' if cuda else ('bf16' if cpu_has_native_bf16() else 'fp32')
+    return {'precision': precision, 'channels_last': not args.no_channels_last,
+            'compile': bool(args.compile), 'cuda_graphs': cuda and not args.no_cuda_graphs}
+
+
+def describe_options(opts):
+    """One-line description of the optimised path's settings."""
+    parts = [f'{opts["precision"]} autocast' if opts['precision'] != 'fp32' else 'fp32']
+    if opts['channels_last']:
+        parts.append('channels_last')
+    if opts['compile']:
+        parts.append('torch.compile')
+    if opts['cuda_graphs']:
+        parts.append('CUDA graphs')
+    return ', '.join(parts + ['preallocated buffers', 'device-side pre/post-processing'])
+
+
+def describe_device(device):
+    """Human-readable description of ``device`` (GPU name, or CPU model and threads)."""
+    if device.startswith('cuda'):
+        props = torch.cuda.get_device_properties(torch.device(device))
+        return f'{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}'
+    model = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    model = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f'{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads'
+
+
+# ----------------------------------------------------------------------------- paths
+class EagerReference:
+    """The eager fp32 reference path: how the reference implementations run a frame.
+
+    A new float tensor per frame, resize on the CPU (antialiased bilinear, like PIL),
+    ``.to(device)``, fp32 NCHW forward, ``disp_to_depth`` and the resize back on the device,
+    ``.cpu().numpy()``. Same maths as :class:`DepthPredictor` in fp32.
+    """
+
+    def __init__(self, depth_net, cfg, device):
+        """Keep the network in eval mode on ``device`` (the module is moved, not copied)."""
+        self.net = depth_net.to(device).eval()
+        self.cfg = cfg
+        self.device = torch.device(device)
+
+    def predict(self, image):
+        """``[H, W, 3]`` uint8 -> ``[H, W]`` float32 depth (metres, up to scale)."""
+        x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+        size = (self.cfg.model.height, self.cfg.model.width)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode='bilinear', align_corners=False,
+                              antialias=True)
+        with torch.no_grad():
+            disp = self.net(x.to(self.device))[0]
+        scaled, _ = disp_to_depth(disp, self.cfg.model.min_depth, self.cfg.model.max_depth)
+        scaled = F.interpolate(scaled, size=image.shape[:2], mode='bilinear',
+                               align_corners=False)
+        return (1.0 / scaled)[0, 0].cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- measuring
+def _rss_mb():
+    """Resident set size of this process in MiB (Linux /proc; 0 when unavailable)."""
+    try:
+        with open('/proc/self/statm', encoding='ascii') as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def measure(predict, images, frames, warmup, device):
+    """Time ``predict(image)`` over ``frames`` frames (cycling ``images``) after ``warmup``.
+
+    Returns a dict: ``median_ms``, ``p99_ms``, ``mean_ms``, ``fps`` (1000 / mean), ``frames``,
+    and memory per window of frames (10 windows): on CUDA the peak allocated GPU memory of the
+    first / last window and the overall peak (MiB); on the CPU the RSS after the first / last
+    window (MiB).
+    """
+    cuda = device.startswith('cuda')
+    for i in range(warmup):
+        predict(images[i % len(images)])
+    window = max(1, frames // 10)
+    latencies = []
+    memory = []
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(frames):
+        image = images[i % len(images)]
+        start = time.perf_counter()
+        predict(image)
+        latencies.append(time.perf_counter() - start)
+        if (i + 1) % window == 0 or i + 1 == frames:
+            if cuda:
+                memory.append(torch.cuda.max_memory_allocated() / 2**20)
+                torch.cuda.reset_peak_memory_stats()
+            else:
+                memory.append(_rss_mb())
+    ms = np.asarray(latencies) * 1000.0
+    return {'frames': int(frames), 'median_ms': float(np.median(ms)),
+            'p99_ms': float(np.percentile(ms, 99)), 'mean_ms': float(ms.mean()),
+            'fps': float(1000.0 / ms.mean()),
+            'memory_kind': 'gpu_peak_allocated' if cuda else 'cpu_rss',
+            'memory_first_mb': float(memory[0]), 'memory_last_mb': float(memory[-1]),
+            'memory_peak_mb': float(max(memory)),
+            'memory_growth_mb': float(memory[-1] - memory[0])}
+
+
+def max_relative_difference(a_fn, b_fn, images):
+    """Max over ``images`` and pixels of ``|b - a| / a`` (a: reference depth)."""
+    worst = 0.0
+    for image in images:
+        a = a_fn(image).astype(np.float64)
+        b = b_fn(image).astype(np.float64)
+        worst = max(worst, float(np.max(np.abs(b - a) / np.abs(a))))
+    return worst
+
+
+def bench_config(width, height, encoder, device):
+    """Paper config at ``width x height`` with a ResNet-``encoder`` DepthNet.
+
+    On the CPU the FeatureNet (only used by refinement) is ResNet-18 to keep it affordable.
+    """
+    cfg = Config()
+    cfg.model.width, cfg.model.height, cfg.model.depth_layers = width, height, encoder
+    if not device.startswith('cuda'):
+        cfg.model.feature_layers = 18
+    return cfg
+
+
+def sample_frames(width, height, count=8):
+    """``count`` synthetic corridor frames ``[H, W, 3]`` uint8 and their intrinsics K [3, 3]."""
+    from fmdepth_ros.data.synth import render_sequence
+    seq = render_sequence(count, width=width, height=height, seed=0, supersample=1)
+    return [np.ascontiguousarray(im) for im in seq.images], np.asarray(seq.K, np.float64)
+
+
+def bench_model(width, height, encoder, device, opts, frames, warmup, images):
+    """One table row: eager reference vs optimised path for one size and encoder."""
+    cfg = bench_config(width, height, encoder, device)
+    torch.manual_seed(0)
+    net = DepthNet(encoder, decoder=cfg.model.depth_decoder, min_depth=cfg.model.min_depth,
+                   max_depth=cfg.model.max_depth).eval()
+    optimised = DepthPredictor(net, cfg, device=device, **opts)
+    eager = EagerReference(net, cfg, device)
+    row = {'size': f'{width}x{height}', 'encoder': encoder}
+    row['eager'] = measure(eager.predict, images, frames, warmup, device)
+    row['optimised'] = measure(optimised.predict, images, frames, warmup, device)
+    row['speedup'] = row['eager']['mean_ms'] / row['optimised']['mean_ms']
+    row['speedup_median'] = row['eager']['median_ms'] / row['optimised']['median_ms']
+    row['max_rel_depth_diff'] = max_relative_difference(eager.predict, optimised.predict,
+                                                        images[:4])
+    row['notes'] = list(optimised.notes)
+    del optimised, eager, net
+    if device.startswith('cuda'):
+        torch.cuda.empty_cache()
+    return row
+
+
+# ----------------------------------------------------------------------------- node
+def bench_node(width, height, encoder, device, opts, frames, warmup, images, K):
+    """End-to-end node latency: Image published -> depth/image received, real rclpy."""
+    try:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.parameter import Parameter
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image
+        from std_msgs.msg import Header
+        from fmdepth_ros.ros import conversions as conv
+        from fmdepth_ros.ros.depth_node import DepthNode
+    except ImportError as exc:
+        return {'skipped': f'rclpy / the node is not importable ({exc}); install ROS 2 or the '
+                           'ros-rclpy wheels (docs/ROS_PIP.md) to measure it'}
+    cfg = bench_config(width, height, encoder, device)
+    with tempfile.TemporaryDirectory(prefix='fmdepth-bench-') as tmp:
+        config_path = os.path.join(tmp, 'config.yaml')
+        save_config(cfg, config_path)
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        executor = node = probe = thread = None
+        try:
+            node = DepthNode(context=context, parameter_overrides=[
+                Parameter('config_file', value=config_path),
+                Parameter('device', value=device),
+                Parameter('publish_colored', value=False),
+                Parameter('refine', value=False)])
+            # The node builds a plain DepthPredictor; time it with the optimised settings.
+            node.predictor = DepthPredictor(node.predictor.net, node.cfg, device=node.device,
+                                            **opts)
+            probe = rclpy.create_node('fmdepth_bench_probe', context=context)
+            received = {}
+            arrived = threading.Event()
+
+            def on_depth(msg):
+                received[conv.stamp_to_ns(msg.header.stamp)] = time.perf_counter()
+                arrived.set()
+
+            image_pub = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
+            info_pub = probe.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
+            probe.create_subscription(Image, 'depth/image', on_depth, 10)
+            executor = MultiThreadedExecutor(num_threads=3, context=context)
+            executor.add_node(node)
+            executor.add_node(probe)
+            thread = threading.Thread(target=executor.spin, daemon=True)
+            thread.start()
+            deadline = time.monotonic() + 10.0
+            while (image_pub.get_subscription_count() == 0
+                   or node.depth_pub.get_subscription_count() == 0):
+                if time.monotonic() > deadline:
+                    return {'skipped': 'the probe and the node did not discover each other '
+                                       'within 10 s'}
+                time.sleep(0.01)
+            messages = [conv.rgb_to_image(im, Header(frame_id='camera')) for im in images]
+            info = conv.camera_info_for(Header(frame_id='camera'), K, images[0].shape[1],
+                                        images[0].shape[0])
+            timeout = 60.0 if device == 'cpu' else 10.0
+            latencies = []
+            for i in range(warmup + frames):
+                stamp = conv.stamp_from_ns((i + 1) * 100_000_000)
+                msg = messages[i % len(messages)]
+                msg.header.stamp = stamp
+                info.header.stamp = stamp
+                info_pub.publish(info)
+                arrived.clear()
+                sent = time.perf_counter()
+                image_pub.publish(msg)
+                if not arrived.wait(timeout):
+                    return {'skipped': f'no depth/image within {timeout:.0f} s of frame {i}'}
+                if i >= warmup:
+                    latencies.append(received[conv.stamp_to_ns(stamp)] - sent)
+            ms = np.asarray(latencies) * 1000.0
+            return {'size': f'{width}x{height}', 'encoder': encoder, 'frames': int(frames),
+                    'median_ms': float(np.median(ms)), 'p99_ms': float(np.percentile(ms, 99)),
+                    'fps': float(1000.0 / ms.mean()), 'notes': list(node.predictor.notes)}
+        finally:
+            if executor is not None:
+                executor.shutdown()
+            if thread is not None:
+                thread.join(5.0)
+            for n in (probe, node):
+                if n is not None:
+                    n.destroy_node()
+            rclpy.try_shutdown(context=context)
+
+
+# ----------------------------------------------------------------------------- refinement
+def bench_refinement(width, height, encoder, device, opts, frames, warmup, images, K,
+                     iterations):
+    """Refinement iterations/s while inference runs, and the inference slow-down it causes."""
+    from fmdepth_ros.checkpoint import build_model
+    from fmdepth_ros.refinement import OnlineRefiner
+    cfg = bench_config(width, height, encoder, device)
+    cfg.refine.iterations = int(iterations)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    predictor = DepthPredictor(model.depth_net, cfg, device=device, **opts)
+    refiner = OnlineRefiner(model, cfg, device=device, on_weights=predictor.load_depth_state)
+    order = {fid: i for i, fid in enumerate(sorted(cfg.model.frame_ids))}
+    window = {'images': np.stack([images[order[fid]] for fid in cfg.model.frame_ids]), 'K': K}
+    alone = measure(predictor.predict, images, frames, warmup, device)
+    refiner.start()
+    try:
+        refiner.submit(window)
+        while not refiner.stats()['busy'] and refiner.stats()['queue']:
+            time.sleep(0.001)
+        latencies = []
+        window_seconds = []
+        last = refiner.stats()
+        start = time.perf_counter()
+        cap = start + (600.0 if device == 'cpu' else 120.0)
+        i = 0
+        while i < frames or (not window_seconds and time.perf_counter() < cap):
+            image = images[i % len(images)]
+            t0 = time.perf_counter()
+            predictor.predict(image)
+            latencies.append(time.perf_counter() - t0)
+            refiner.submit(window)
+            stats = refiner.stats()
+            if stats['processed'] > last['processed'] and stats['last_seconds']:
+                window_seconds.append(stats['last_seconds'])
+            last = stats
+            i += 1
+        while not window_seconds and time.perf_counter() < cap:   # finish the first window
+            time.sleep(0.01)
+            stats = refiner.stats()
+            if stats['processed'] > last['processed'] and stats['last_seconds']:
+                window_seconds.append(stats['last_seconds'])
+        stats = refiner.stats()
+    finally:
+        refiner.stop()
+    ms = np.asarray(latencies) * 1000.0
+    during = {'frames': int(len(ms)), 'median_ms': float(np.median(ms)),
+              'p99_ms': float(np.percentile(ms, 99)), 'fps': float(1000.0 / ms.mean())}
+    its = (iterations * len(window_seconds) / sum(window_seconds)) if window_seconds else None
+    return {'size': f'{width}x{height}', 'encoder': encoder, 'iterations_per_window': iterations,
+            'windows': len(window_seconds), 'iterations_per_s': its,
+            'inference_alone': alone, 'inference_during': during,
+            'slowdown': during['median_ms'] / alone['median_ms'] - 1.0,
+            'swaps': int(stats.get('swaps', 0)), 'errors': int(stats.get('errors', 0)),
+            'last_error': stats.get('last_error')}
+
+
+# ----------------------------------------------------------------------------- output
+def format_table(result):
+    """Return the human-readable report of a bench ``result`` dict."""
+    lines = [f'fmdepth bench: {result["device"]} ({result["device_name"]}), torch '
+             f'{result["torch"]}, batch 1, {result["frames"]} timed frames after '
+             f'{result["warmup"]} warm-up',
+             f'(a) eager fp32 reference; (b) optimised: {result["optimised_path"]}', '']
+    mem_unit = 'GPU peak MiB' if result['device'].startswith('cuda') else 'RSS MiB'
+    header = (f'{"size":>9} {"enc":>4} {"path":>10} {"median ms":>10} {"p99 ms":>8} '
+              f'{"frames/s":>9} {mem_unit + " first/last":>22} {"b/a":>6} {"max rel diff":>13}')
+    lines += [header, '-' * len(header)]
+    for row in result['models']:
+        for key, name in (('eager', '(a) eager'), ('optimised', '(b) optim')):
+            r = row[key]
+            memory = f'{r["memory_first_mb"]:.0f} / {r["memory_last_mb"]:.0f}'
+            extra = (f'{row["speedup"]:>5.2f}x {row["max_rel_depth_diff"]:>13.2e}'
+                     if key == 'optimised' else '')
+            lines.append(f'{row["size"]:>9} {"R" + str(row["encoder"]):>4} {name:>10} '
+                         f'{r["median_ms"]:>10.2f} {r["p99_ms"]:>8.2f} {r["fps"]:>9.1f} '
+                         f'{memory:>22} {extra}')
+        for note in row.get('notes', []):
+            lines.append(f'{"":>15} note: {note}')
+    node = result.get('node')
+    lines.append('')
+    if node is None:
+        lines.append('node end-to-end: not run (--node-frames 0)')
+    elif 'skipped' in node:
+        lines.append(f'node end-to-end: skipped: {node["skipped"]}')
+    else:
+        lines.append(f'node end-to-end (Image published -> depth/image received, rclpy '
+                     f'in-process, {node["size"]} R{node["encoder"]}, optimised path): median '
+                     f'{node["median_ms"]:.2f} ms, p99 {node["p99_ms"]:.2f} ms, '
+                     f'{node["frames"]} frames')
+    ref = result.get('refinement')
+    if ref is None:
+        lines.append('online refinement: not run (--refine-frames 0)')
+    else:
+        its = ('n/a (no window finished)' if ref['iterations_per_s'] is None
+               else f'{ref["iterations_per_s"]:.2f} it/s')
+        lines.append(f'online refinement ({ref["size"]} R{ref["encoder"]}, '
+                     f'{ref["iterations_per_window"]} it/window, {ref["windows"]} windows): '
+                     f'{its}; inference median {ref["inference_alone"]["median_ms"]:.2f} -> '
+                     f'{ref["inference_during"]["median_ms"]:.2f} ms while refining '
+                     f'({100 * ref["slowdown"]:+.0f}%)'
+                     + (f'; errors: {ref["last_error"]}' if ref['errors'] else ''))
+    return '\n'.join(lines)
+
+
+def write_json_atomic(path, data):
+    """Write ``data`` as JSON to ``path`` via a temporary file and ``os.replace``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.bench-', suffix='.json', dir=directory)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run(args):
+    """Run the benchmark; print the table; write ``--json``. Returns 0."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CliError('--threads must be >= 1')
+        torch.set_num_threads(args.threads)
+    try:
+        device, warning = select_device(args.device)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if warning:
+        print(f'warning: {warning}')
+    defaults = DEFAULTS['cuda' if device.startswith('cuda') else 'cpu']
+    value = {k: (getattr(args, k) if getattr(args, k) is not None else v)
+             for k, v in defaults.items()}
+    for key in ('frames', 'warmup', 'node_frames', 'refine_frames', 'refine_iterations'):
+        if value[key] < (1 if key in ('frames', 'refine_iterations') else 0):
+            raise CliError(f'--{key.replace("_", "-")} must be >= '
+                           f'{1 if key in ("frames", "refine_iterations") else 0}')
+    if args.json:
+        parent = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(parent):
+            raise CliError(f'--json: directory {parent} does not exist')
+    sizes = parse_sizes(value['sizes'])
+    encoders = parse_encoders(value['encoders'])
+    opts = optimised_options(device, args)
+    result = {'device': device, 'device_name': describe_device(device),
+              'torch': torch.__version__, 'frames': value['frames'], 'warmup': value['warmup'],
+              'optimised_path': describe_options(opts), 'optimised_options': opts,
+              'models': []}
+    frames_by_size = {}
+    for width, height in sizes:
+        frames_by_size[(width, height)] = sample_frames(width, height)
+        for encoder in encoders:
+            print(f'... {width}x{height} ResNet-{encoder}', flush=True)
+            result['models'].append(bench_model(width, height, encoder, device, opts,
+                                                value['frames'], value['warmup'],
+                                                frames_by_size[(width, height)][0]))
+    (width, height), encoder = sizes[0], encoders[0]
+    images, K = frames_by_size[(width, height)]
+    result['node'] = None
+    if value['node_frames'] > 0:
+        print(f'... node end-to-end {width}x{height} ResNet-{encoder}', flush=True)
+        result['node'] = bench_node(width, height, encoder, device, opts, value['node_frames'],
+                                    min(value['warmup'], 10), images, K)
+    result['refinement'] = None
+    if value['refine_frames'] > 0:
+        print(f'... online refinement {width}x{height} ResNet-{encoder}', flush=True)
+        result['refinement'] = bench_refinement(width, height, encoder, device, opts,
+                                                value['refine_frames'], value['warmup'],
+                                                images, K, value['refine_iterations'])
+    print(format_table(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f'wrote {args.json}')
+    return 0

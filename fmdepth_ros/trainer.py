@@ -206,9 +206,8 @@ def set_stage_mode(model: nn.Module, stage: str) -> None:
     The official code leaves the frozen FeatureNet in train mode (batch statistics); we freeze
     it fully so its features are a fixed function of the image, as the paper describes.
     """
-    trained, frozen = stage_modules(model, stage)
-    for module in trained:
-        module.train()
+    model.train()    # the model's own flag matters too (e.g. auto-mask tie-breaking noise)
+    _, frozen = stage_modules(model, stage)
     for module in frozen:
         module.eval()
 

@@ -201,7 +201,8 @@ def load_checkpoint(path, map_location='cpu',
     path = os.fspath(path)
     ckpt = read_checkpoint(path, map_location)
     cfg = config_of(ckpt, path)
-    model = (model_factory or build_model)(cfg)
+    # the stored weights replace any ImageNet init: do not read cfg's (maybe gone) weights file
+    model = (model_factory or build_model)(cfg.merged({'model': {'encoder_weights': None}}))
     load_state_strict(model, ckpt['state_dict'], path)
     if map_location is not None and not callable(map_location) \
             and not isinstance(map_location, dict):

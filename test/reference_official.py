@@ -62,8 +62,10 @@ def randomize_(module, seed=0):
             elif t.dim() == 1:   # BN weight
                 t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
             else:
+                # fan-in scaled, below He gain: keeps the (residual, CRP-summed) activations
+                # moderate so the sigmoid outputs are not saturated
                 fan_in = t[0].numel()
-                t.copy_(torch.randn(t.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.6 / fan_in ** 0.5)
     return module
 
 

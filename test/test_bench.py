@@ -1,0 +1,86 @@
+"""Tests of ``fmdepth bench`` (tiny sizes on the CPU; no speed goal is asserted)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fmdepth_ros import bench
+from fmdepth_ros.cli import CliError, main
+from fmdepth_ros.inference import DepthPredictor
+from fmdepth_ros.networks.depth_net import DepthNet
+
+
+def test_bench_cli_prints_table_and_writes_json(tmp_path, capsys):
+    """A tiny CPU run prints every row and writes every documented JSON field."""
+    out = tmp_path / 'bench.json'
+    code = main(['bench', '--device', 'cpu', '--frames', '5', '--warmup', '1',
+                 '--sizes', '192x64', '--encoders', '18', '--node-frames', '2',
+                 '--refine-frames', '2', '--refine-iterations', '1', '--threads', '1',
+                 '--json', str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert 'median ms' in text and 'p99 ms' in text and 'frames/s' in text
+    assert '(a) eager' in text and '(b) optim' in text and 'RSS MiB first/last' in text
+    assert 'node end-to-end' in text and 'online refinement' in text
+
+    data = json.loads(out.read_text())
+    assert data['device'] == 'cpu' and data['frames'] == 5
+    assert data['optimised_options']['cuda_graphs'] is False
+    (row,) = data['models']
+    assert row['size'] == '192x64' and row['encoder'] == 18
+    for key in ('eager', 'optimised'):
+        r = row[key]
+        assert r['frames'] == 5
+        assert 0 < r['median_ms'] <= r['p99_ms']
+        assert r['fps'] > 0 and r['memory_kind'] == 'cpu_rss'
+        assert r['memory_first_mb'] > 0 and r['memory_last_mb'] > 0
+    assert row['speedup'] > 0
+    assert 0 <= row['max_rel_depth_diff'] < 0.05   # bf16 or fp32 vs eager fp32
+
+    node = data['node']
+    if 'skipped' not in node:   # rclpy is part of this project's environment
+        assert node['frames'] == 2 and 0 < node['median_ms'] <= node['p99_ms']
+    ref = data['refinement']
+    assert ref['windows'] >= 1 and ref['iterations_per_s'] > 0
+    assert ref['errors'] == 0, ref['last_error']
+    assert ref['inference_alone']['median_ms'] > 0 and ref['inference_during']['frames'] >= 2
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--sizes', '100x50'], 'multiples of 32'),
+    (['--sizes', '640by192'], 'not WxH'),
+    (['--encoders', '19'], 'not one of 18, 34, 50'),
+    (['--frames', '0'], '--frames must be >= 1'),
+    (['--device', 'tpu'], 'unknown device'),
+    (['--json', '/nonexistent-dir/x.json'], 'does not exist'),
+])
+def test_bench_bad_arguments_give_one_line_errors(argv, message, capsys):
+    """Bad arguments exit with code 2 and a one-line message, before any benchmarking."""
+    assert main(['bench', '--device', 'cpu'] + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and '\n' not in err
+
+
+def test_parsers():
+    """Size and encoder lists parse to (W, H) tuples and ints."""
+    assert bench.parse_sizes('640x192, 1024X320') == [(640, 192), (1024, 320)]
+    assert bench.parse_encoders('18,50') == [18, 50]
+    with pytest.raises(CliError):
+        bench.parse_encoders('x')
+
+
+def test_eager_reference_matches_fp32_predictor():
+    """The eager reference and the fp32 optimised path compute the same depth."""
+    torch.set_num_threads(1)
+    cfg = bench.bench_config(192, 64, 18, 'cpu')
+    torch.manual_seed(0)
+    net = DepthNet(18).eval()
+    images, K = bench.sample_frames(192, 64, count=2)
+    assert images[0].shape == (64, 192, 3) and K.shape == (3, 3)
+    fp32 = DepthPredictor(net, cfg)
+    eager = bench.EagerReference(net, cfg, 'cpu')
+    assert bench.max_relative_difference(eager.predict, fp32.predict, images) < 1e-5
+    big = np.ascontiguousarray(np.repeat(np.repeat(images[0], 2, 0), 2, 1))   # resize path
+    assert bench.max_relative_difference(eager.predict, fp32.predict, [big]) < 1e-5

@@ -621,7 +621,7 @@ def write_synthetic_drive(seq, root, date: str = '2011_09_26', drive: int = 1,
         v, u = np.mgrid[0:depth.shape[0]:velodyne_stride, 0:depth.shape[1]:velodyne_stride]
         z = depth[v, u]
         keep = np.isfinite(z) & (z > 0)
-        pix = np.stack([u[keep] + 0.5, v[keep] + 0.5, np.ones(keep.sum())])  # centres
+        pix = np.stack([u[keep], v[keep], np.ones(keep.sum())])  # centres at integers
         cam = (Kinv @ pix) * z[keep]
         velo = T_velo_cam[:3, :3] @ cam + T_velo_cam[:3, 3:4]
         scan = np.column_stack([velo.T, np.full(velo.shape[1], 0.5)]).astype(np.float32)

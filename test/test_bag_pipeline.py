@@ -1,0 +1,190 @@
+"""End to end: KITTI-format drive -> kitti2bag -> replay -> node -> outputs -> evaluation."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from fmdepth_ros import kitti2bag
+from fmdepth_ros.bag_eval import evaluate_bag, project_points
+from fmdepth_ros.cli import main
+from fmdepth_ros.data import bag as bagio
+from fmdepth_ros.data.synth import render_sequence
+
+NUM_FRAMES = 10
+WIDTH, HEIGHT = 192, 64
+
+
+@pytest.fixture(scope='module')
+def seq():
+    """Render the synthetic sequence the drive is made of."""
+    return render_sequence(NUM_FRAMES, width=WIDTH, height=HEIGHT, seed=5)
+
+
+@pytest.fixture(scope='module')
+def bag(seq, tmp_path_factory):
+    """Write a KITTI-format drive and convert it with ``fmdepth kitti2bag`` (MCAP)."""
+    root = tmp_path_factory.mktemp('pipeline')
+    drive = kitti2bag.write_synthetic_drive(seq, root)
+    out = root / 'drive_bag'
+    assert main(['kitti2bag', str(drive), str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    """Save a small randomly initialised model (ResNet-18, 64x192) as a checkpoint."""
+    import torch
+
+    from fmdepth_ros.checkpoint import build_model, save_checkpoint
+    from fmdepth_ros.config import small_cpu_config
+    torch.manual_seed(0)
+    cfg = small_cpu_config()
+    path = tmp_path_factory.mktemp('ckpt') / 'small.pt'
+    save_checkpoint(path, build_model(cfg), cfg)
+    return path
+
+
+def _stamp(header):
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _write_predictions(path, seq, depth_fn, pose_fn):
+    """Write a bag shaped like ``fmdepth record`` output from ground-truth-derived values."""
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    make = kitti2bag.MessageFactory(ts)
+    ty = ts.types
+    rel = np.linalg.inv(seq.poses[0]) @ seq.poses
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        depth_conn = writer.add_connection('/fmdepth/depth/image', 'sensor_msgs/msg/Image',
+                                           typestore=ts)
+        odom_conn = writer.add_connection('/fmdepth/odom', 'nav_msgs/msg/Odometry', typestore=ts)
+        for k, stamp in enumerate(int(s) for s in seq.stamps_ns):
+            depth = depth_fn(k, seq.depths[k]).astype('<f4')
+            msg = ty['sensor_msgs/msg/Image'](
+                header=make.header(stamp, 'camera_optical'), height=HEIGHT, width=WIDTH,
+                encoding='32FC1', is_bigendian=0, step=WIDTH * 4,
+                data=depth.view(np.uint8).reshape(-1))
+            writer.write(depth_conn, stamp, ts.serialize_cdr(msg, depth_conn.msgtype))
+            if k:   # like the node: no pose for the first frame; child = camera frame here
+                odom = make.odometry(stamp, 'odom', 'camera_optical', pose_fn(k, rel[k]))
+                writer.write(odom_conn, stamp, ts.serialize_cdr(odom, odom_conn.msgtype))
+
+
+def test_evaluation_is_exact_on_ground_truth_and_sensitive_to_errors(bag, seq, tmp_path):
+    """Ground-truth predictions (any scale) score perfectly; corrupted ones do not."""
+    def scaled(k, T):
+        T = T.copy()
+        T[:3, 3] *= 0.5
+        return T
+
+    perfect = tmp_path / 'perfect'
+    _write_predictions(perfect, seq, lambda k, d: d * 3.0, scaled)
+    json_path = tmp_path / 'out' / 'eval.json'
+    result = evaluate_bag(None, bag, predictions=perfect, json_path=json_path, log=lambda s: None)
+    assert result['depth']['frames'] == NUM_FRAMES
+    assert result['depth']['abs_rel'] < 1e-4 and result['depth']['a1'] == 1.0
+    assert result['depth']['median_scale'] == pytest.approx(1 / 3.0, rel=1e-4)
+    assert result['odometry']['poses'] == NUM_FRAMES - 1
+    assert result['odometry']['ate'] < 1e-4 and result['odometry']['ate_sim3'] < 1e-4
+    assert result['odometry']['scale'] == pytest.approx(2.0, rel=1e-3)
+    assert json.loads(json_path.read_text())['depth']['abs_rel'] == result['depth']['abs_rel']
+    assert os.listdir(json_path.parent) == ['eval.json']
+
+    rng = np.random.default_rng(0)
+
+    def drifting(k, T):
+        T = T.copy()
+        T[:3, 3] += [0.1 * k, 0.0, -0.05 * k * k]
+        return T
+
+    noisy = tmp_path / 'noisy'
+    _write_predictions(noisy, seq, lambda k, d: d * rng.uniform(0.6, 1.4, d.shape), drifting)
+    bad = evaluate_bag(None, bag, predictions=noisy, log=lambda s: None)
+    assert bad['depth']['abs_rel'] > 0.05 and bad['depth']['a1'] < 0.9
+    assert bad['odometry']['ate'] > 0.05
+
+
+def test_project_points_keeps_the_nearest_point():
+    """Two points on one pixel: the nearer depth wins; points behind the camera are dropped."""
+    K = np.array([[10.0, 0, 2], [0, 10.0, 2], [0, 0, 1]])
+    points = np.array([[0.0, 0, 5], [0.0, 0, 2], [0.0, 0, -3], [0.1, 0, 1]])
+    depth = project_points(points, K, 5, 5)
+    assert depth[2, 2] == 2.0 and depth[2, 3] == 1.0 and np.count_nonzero(depth) == 2
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_node_answers_every_replayed_frame_with_its_stamp(bag, checkpoint, seq, tmp_path,
+                                                          ros_context):
+    """kitti2bag -> replay -> DepthNode -> recorded outputs: all frames, stamps preserved."""
+    pytest.importorskip('rclpy')
+    from mcap.reader import make_reader
+
+    from fmdepth_ros.ros.record import record_bag
+    out = tmp_path / 'record'
+    result = record_bag(bag, out, checkpoint=str(checkpoint), context=ros_context,
+                        log=lambda s: None)
+    stamps = [int(s) for s in seq.stamps_ns]
+    assert result.frames_in == NUM_FRAMES and result.all_answered
+    assert result.input_stamps == stamps and result.depth_stamps == stamps
+    assert result.odom_count == NUM_FRAMES - 1
+
+    with AnyReader([out]) as reader:
+        by_topic = {}
+        for conn, _, raw in reader.messages():
+            by_topic.setdefault(conn.topic, []).append(reader.deserialize(raw, conn.msgtype))
+    depths = by_topic['/fmdepth/depth/image']
+    assert [_stamp(m.header) for m in depths] == stamps
+    assert all((m.encoding, m.width, m.height, m.header.frame_id)
+               == ('32FC1', WIDTH, HEIGHT, 'camera_optical') for m in depths)
+    assert [_stamp(m.header) for m in by_topic['/fmdepth/depth/camera_info']] == stamps
+    odom = by_topic['/fmdepth/odom']
+    assert [_stamp(m.header) for m in odom] == stamps[1:]
+    assert odom[0].header.frame_id == 'odom' and odom[0].child_frame_id == 'base_link'
+    (mcap_file,) = out.glob('*.mcap')
+    with open(mcap_file, 'rb') as f:
+        assert sum(1 for _ in make_reader(f).iter_messages()) == 3 * NUM_FRAMES - 1
+
+    result = evaluate_bag(str(checkpoint), bag, predictions=out, log=lambda s: None)
+    assert result['frames_in'] == result['frames_answered'] == NUM_FRAMES
+    assert result['depth']['frames'] == NUM_FRAMES
+    assert all(np.isfinite(result['depth'][k]) for k in ('abs_rel', 'rmse', 'a1'))
+    assert result['odometry']['poses'] == NUM_FRAMES - 1 and np.isfinite(result['odometry']['ate'])
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_fmdepth_evaluate_bag_cli(bag, checkpoint, tmp_path):
+    """``fmdepth evaluate --checkpoint CKPT --bag BAG --json FILE`` runs the node and reports."""
+    pytest.importorskip('rclpy')
+    json_path = tmp_path / 'metrics.json'
+    code = 'import sys; from fmdepth_ros.cli import main; sys.exit(main(sys.argv[1:]))'
+    done = subprocess.run([sys.executable, '-c', code, 'evaluate', '--checkpoint',
+                           str(checkpoint), '--bag', str(bag), '--json', str(json_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f'{NUM_FRAMES}/{NUM_FRAMES} frames answered' in done.stdout
+    assert 'abs_rel' in done.stdout and 'ATE' in done.stdout
+    data = json.loads(json_path.read_text())
+    assert data['frames_answered'] == NUM_FRAMES and data['depth']['frames'] == NUM_FRAMES
+    assert np.isfinite(data['odometry']['ate'])
+
+
+def test_record_cli_errors(bag, tmp_path, capsys):
+    """``fmdepth record`` on a corrupt bag or into an existing folder: exit 2, one line."""
+    corrupt = tmp_path / 'corrupt.mcap'
+    corrupt.write_bytes(b'\x89MCAP0\r\n' + bytes(200))
+    assert main(['record', str(corrupt), '--out', str(tmp_path / 'o')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'corrupt.mcap' in err and '\n' not in err
+    assert main(['record', str(bag), '--out', str(tmp_path)]) == 2
+    assert 'exists' in capsys.readouterr().err
+    with pytest.raises(bagio.BagError):
+        evaluate_bag(None, bag, predictions=corrupt, log=lambda s: None)

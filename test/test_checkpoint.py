@@ -151,3 +151,13 @@ def test_pickled_objects_are_refused(saved, tmp_path):
     ckpt = torch.load(saved[0], weights_only=True)
     torch.save(dict(ckpt, extra={'x': _Opaque()}), tmp_path / 'opaque.pt')
     _expect_error(tmp_path / 'opaque.pt', 'Unsupported global')
+
+
+def test_stale_encoder_weights_path_is_not_read_on_load(saved, tmp_path):
+    """The ImageNet file named in the config may be gone: stored weights replace it anyway."""
+    path, model, cfg, _ = saved
+    gone = str(tmp_path / 'gone' / 'resnet18.pth')
+    stale = str(tmp_path / 'stale.pt')
+    save_checkpoint(stale, model, cfg.merged({'model': {'encoder_weights': gone}}), step=5)
+    _, cfg2, info = load_checkpoint(stale)
+    assert cfg2.model.encoder_weights == gone and info['step'] == 5

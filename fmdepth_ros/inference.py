@@ -27,6 +27,7 @@ get ``T_-1_0``). :meth:`PoseEstimator.estimate` returns the inverse, ``T_earlier
 expressed in the earlier camera: chaining these gives ``T_world_cam`` odometry directly.
 """
 
+import contextlib
 import copy
 import logging
 import threading
@@ -152,6 +153,12 @@ class _ImageUploader:
             self.device_u8.copy_(self.host, non_blocking=True)
 
 
+def _first_line(exc):
+    """First line of an exception message (compile / capture errors can be pages long)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ''
+
+
 def _check_image(image):
     """Validate a ``[H, W, 3]`` uint8 numpy image; returns a C-contiguous view/copy."""
     if not isinstance(image, np.ndarray):
@@ -234,21 +241,34 @@ class DepthPredictor:
             except Exception as exc:  # noqa: BLE001 - any backend failure means eager
                 self._warn(f'torch.compile unavailable ({type(exc).__name__}: {exc}); '
                            'running eager')
+        # CUDA: a high-priority stream of its own, so background refinement kernels on the
+        # default stream do not queue in front of a frame.
+        self._stream = (torch.cuda.Stream(self.device, priority=-1)
+                        if self.device.type == 'cuda' else None)
         self._uploader = _ImageUploader(self.device)
         h, w = self.net_size
         self._net_in = torch.empty((1, 3, h, w), device=self.device).contiguous(memory_format=fmt)
         self._disp = None        # [1, 1, h', w'] float32, scale-0 disparity
         self._depth = None       # [1, 1, H, W] float32 metres at the input size
         self._depth_host = None  # [H, W] float32 (pinned on CUDA)
-        self._disp_host = None
+        self._disp_host = None   # [h', w'] float32 (pinned on CUDA)
         self._graph = None
         self._graph_failed = False
-        self._warm = False
+
+    def _stream_context(self):
+        if self._stream is None:
+            return contextlib.nullcontext()
+        return torch.cuda.stream(self._stream)
+
+    def _synchronize(self):
+        if self._stream is not None:
+            self._stream.synchronize()
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
+        # no weight-cast cache: required inside CUDA graph capture, and weights change in place
         return torch.autocast(device_type=self.device.type, dtype=dtype or torch.float32,
-                              enabled=dtype is not None)
+                              enabled=dtype is not None, cache_enabled=False)
 
     def _network_disp(self):
         """Forward on the static input; returns the scale-0 disparity as float32."""
@@ -262,7 +282,7 @@ class DepthPredictor:
         _to_network_input(self._uploader.device_u8, self._net_in)
         disp = self._network_disp()
         if self._disp is None:
-            self._disp = torch.empty_like(disp)
+            self._disp = torch.empty_like(disp, memory_format=torch.contiguous_format)
         self._disp.copy_(torch.nan_to_num(disp, nan=0.0))
         height, width = self._uploader.size
         scaled, _ = disp_to_depth(self._disp, self._min_depth, self._max_depth)
@@ -278,27 +298,31 @@ class DepthPredictor:
         self._depth = torch.empty((1, 1, height, width), device=self.device)
         self._depth_host = torch.empty((height, width), pin_memory=pin)
         self._graph = None
-        self._disp_host = None
 
     def _capture_graph(self):
         """Warm up on a side stream, then capture ``_pipeline`` into a CUDA graph."""
         try:
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):
+            current = torch.cuda.current_stream(self.device)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
                 for _ in range(3):
                     self._pipeline()
-            torch.cuda.current_stream(self.device).wait_stream(stream)
+            current.wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=side):
                 self._pipeline()
+            current.wait_stream(side)
             self._graph = graph
+        except torch.cuda.OutOfMemoryError:
+            self._graph = None
+            raise
         except Exception as exc:  # noqa: BLE001 - fall back to the eager pipeline
             self._graph = None
             self._graph_failed = True
             torch.cuda.synchronize(self.device)
-            self._warn(f'CUDA graph capture failed ({type(exc).__name__}: {exc}); '
-                       'running without graphs')
+            self._warn(f'CUDA graph capture failed ({type(exc).__name__}: '
+                       f'{_first_line(exc)}); running without graphs')
 
     def _run_device(self):
         if self.cuda_graphs and not self._graph_failed:
@@ -309,47 +333,55 @@ class DepthPredictor:
                 return
         self._pipeline()
 
-    def _run(self, image):
-        """Upload ``image`` and run the whole pipeline; results stay in the device buffers."""
+    def _run(self, image, want_disparity):
+        """Upload ``image``, run the pipeline and fetch the results into the host buffers."""
         height, width = image.shape[:2]
-        with torch.no_grad():
+        with torch.no_grad(), self._stream_context():
             self._ensure_buffers(height, width)
             self._uploader.upload(image)
             try:
                 self._run_device()
+            except torch.cuda.OutOfMemoryError:
+                raise
             except Exception as exc:  # noqa: BLE001 - compile errors surface at the first call
-                if self._compiled:
-                    self._warn(f'torch.compile failed at run time ({type(exc).__name__}: '
-                               f'{str(exc).splitlines()[0] if str(exc) else ""}); running eager')
-                    self.compile = False
-                    self._setup_device()
-                    self._ensure_buffers(height, width)
-                    self._uploader.upload(image)
-                    self._run_device()
-                else:
+                if not self._compiled:
                     raise
+                self._warn(f'torch.compile failed at run time ({type(exc).__name__}: '
+                           f'{_first_line(exc)}); running eager')
+                self.compile = False
+                self._setup_device()
+                self._run(image, want_disparity)
+                return
+            self._depth_host.copy_(self._depth[0, 0], non_blocking=True)
+            if want_disparity:
+                if self._disp_host is None or self._disp_host.shape != self._disp.shape[-2:]:
+                    self._disp_host = torch.empty(tuple(self._disp.shape[-2:]),
+                                                  pin_memory=self.device.type == 'cuda')
+                self._disp_host.copy_(self._disp[0, 0], non_blocking=True)
+            self._synchronize()
 
-    def _run_with_fallback(self, image):
+    def _run_with_fallback(self, image, want_disparity=False):
         try:
-            self._run(image)
+            self._run(image, want_disparity)
         except torch.cuda.OutOfMemoryError:
             if self.device.type != 'cuda':
                 raise
             self.fall_back_to_cpu('CUDA out of memory during inference')
-            self._run(image)
+            self._run(image, want_disparity)
 
     def fall_back_to_cpu(self, reason):
         """Move inference to the CPU (fp32, eager) after ``reason``, with a warning."""
         with self._lock:
             self._warn(f'{reason}; falling back to the CPU (fp32, eager)')
             self._graph = None
-            if self.device.type == 'cuda':
-                torch.cuda.empty_cache()
+            was_cuda = self.device.type == 'cuda'
             self.device = torch.device('cpu')
             self.precision = 'fp32'
             self.compile = False
             self.cuda_graphs = False
             self._setup_device()
+            if was_cuda:
+                torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ public API
     def predict(self, image, out=None) -> np.ndarray:
@@ -366,9 +398,6 @@ class DepthPredictor:
         image = _check_image(image)
         with self._lock:
             self._run_with_fallback(image)
-            self._depth_host.copy_(self._depth[0, 0], non_blocking=True)
-            if self.device.type == 'cuda':
-                torch.cuda.current_stream(self.device).synchronize()
             if out is not None:
                 np.copyto(out, self._depth_host.numpy())
                 return out
@@ -378,8 +407,8 @@ class DepthPredictor:
         """Scale-0 sigmoid disparity ``[h', w']`` float32 in (0, 1) at the network output size."""
         image = _check_image(image)
         with self._lock:
-            self._run_with_fallback(image)
-            return self._disp[0, 0].cpu().numpy().copy()
+            self._run_with_fallback(image, want_disparity=True)
+            return self._disp_host.numpy().copy()
 
     def load_depth_state(self, state_dict) -> None:
         """Copy new DepthNet weights in place, thread-safely (refinement weight swap).

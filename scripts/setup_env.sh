@@ -116,10 +116,11 @@ PIPQ=(-q)
 [[ -n "${FMDEPTH_SETUP_VERBOSE:-}" ]] && PIPQ=()
 
 # ---------------------------------------------------------------- 2. Python dependencies
-# setuptools<80 in the same resolve as torch: colcon-core breaks with setuptools>=80.
+# setuptools<80 in the same resolve as torch: colcon-core breaks with setuptools>=80;
+# >=64 for editable (PEP 660) installs.
 log "installing Python dependencies (already satisfied ones are skipped)"
 PY_DEPS=(
-    'setuptools<80' wheel "$TORCH_SPEC" numpy scipy pyyaml pillow opencv-python-headless tqdm
+    'setuptools>=64,<80' wheel "$TORCH_SPEC" numpy scipy pyyaml pillow opencv-python-headless tqdm
     tensorboard matplotlib kornia rosbags mcap mcap-ros2-support
     hypothesis pytest flake8 flake8-docstrings pydocstyle catkin-pkg colcon-common-extensions
 )

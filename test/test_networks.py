@@ -145,3 +145,10 @@ def test_encoder_weights_errors_name_the_file(tmp_path):
     torch.save(ResNet(50).state_dict(), r50)
     with pytest.raises(WeightsError, match='r50.pth'):
         load_encoder_weights(ResNet(18), str(r50))
+
+
+def test_weights_error_is_a_checkpoint_error(tmp_path):
+    """Handlers of CheckpointError (train, predict, node) also catch a bad ImageNet file."""
+    from fmdepth_ros.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match='nope.pth'):
+        PoseNet(18, encoder_weights=str(tmp_path / 'nope.pth'))

@@ -14,12 +14,17 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from ..checkpoint import CheckpointError
+
 #: blocks per stage for each supported depth
 RESNET_LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 
 
-class WeightsError(ValueError):
-    """A weights file cannot be used; the message names the file (one line)."""
+class WeightsError(CheckpointError, ValueError):
+    """A weights file cannot be used; the message names the file (one line).
+
+    A ``CheckpointError`` so that the CLI / node handlers of checkpoint errors report it too.
+    """
 
 
 def _conv3x3(in_planes, out_planes, stride=1):

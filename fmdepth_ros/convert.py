@@ -110,7 +110,14 @@ def _state_dict_of(obj, source: str) -> dict:
 
 
 def _load(path: str, trust_pickle: bool):
-    return torch_load_file(path, 'cpu', weights_only=not trust_pickle, error=ConversionError)
+    try:
+        return torch_load_file(path, 'cpu', weights_only=not trust_pickle,
+                               error=ConversionError)
+    except ConversionError as exc:
+        if 'weights_only' in str(exc):
+            raise ConversionError(f'{exc}; if you trust this file, rerun with '
+                                  f'--trust-pickle') from None
+        raise
 
 
 def read_featdepth(src: str, autoencoder: Optional[str] = None,

@@ -201,3 +201,19 @@ def test_bad_sources_give_one_line_errors(featdepth_files, monodepth2_folder, tm
     assert 'multiple of 32' in _cli_error(capsys, ['convert', monodepth2_folder[1], out,
                                                    '--height', '100'])
     assert 'no such file' in _cli_error(capsys, ['convert', str(tmp_path / 'nope.pth'), out])
+
+
+class _MetaObject:
+    """Stands for an arbitrary object pickled into an mmcv checkpoint's meta data."""
+
+
+def test_pickled_objects_need_trust_pickle(featdepth_files, tmp_path, capsys):
+    """Weights-only loading refuses pickled objects unless --trust-pickle is given."""
+    ckpt = torch.load(featdepth_files[2], weights_only=True)
+    src = str(tmp_path / 'pickled.pth')
+    torch.save(dict(ckpt, meta={'config': _MetaObject()}), src)
+    out = str(tmp_path / 'o.pt')
+    args = ['convert', src, out, '--height', str(H), '--width', str(W)]
+    assert '--trust-pickle' in _cli_error(capsys, args)
+    assert cli.main(args + ['--trust-pickle']) == 0
+    assert load_checkpoint(out)[1].model.depth_layers == 18

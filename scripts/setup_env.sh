@@ -125,7 +125,7 @@ PY_DEPS=(
     hypothesis pytest flake8 flake8-docstrings pydocstyle catkin-pkg colcon-common-extensions
 )
 # ament's linters (pure Python; a system ROS 2 has them when the test_depends are installed)
-AMENT_LINTERS=(ros-ament-flake8 ros-ament-pep257)
+AMENT_LINTERS=(ros-ament-flake8)
 ROS_WHEELS=(
     'ros-rclpy==9.1.*' ros-rmw-fastrtps-cpp ros-sensor-msgs ros-geometry-msgs ros-std-msgs
     ros-nav-msgs ros-diagnostic-msgs ros-builtin-interfaces ros-rcl-interfaces

@@ -143,6 +143,15 @@ def test_folder_of_frames(tmp_path, seq, caplog):
     assert 'no intrinsics' in caplog.text and len(ds) == 2
     ds = make_dataset(folder, _cfg(), split='test', intrinsics=(200, 200, 96, 32))
     assert float(ds[0]['K'][0, 0]) == 100.0
+    split = tmp_path / 'list.txt'
+    split.write_text('frame_002.jpg\n3\n')          # a file name and an index
+    ds = make_dataset(folder, _cfg(), split='test', split_file=str(split),
+                      intrinsics=(200, 200, 96, 32))
+    assert [i for _, i in ds.samples] == [2, 3]
+    split.write_text('nothing_here\n')
+    with pytest.raises(ValueError, match='no line names a frame'):
+        make_dataset(folder, _cfg(), split='test', split_file=str(split),
+                     intrinsics=(200, 200, 96, 32))
 
 
 def test_parse_intrinsics_text():

@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from fmdepth_ros.cli import CliError
+from fmdepth_ros.data import is_bag
 from fmdepth_ros.metrics import DEPTH_METRICS
 
 METRIC_LABELS = {'abs_rel': 'AbsRel', 'sq_rel': 'SqRel', 'rmse': 'RMSE',
@@ -321,6 +322,9 @@ def run(args):
         raise CliError(f'--max-samples must be >= 1, got {args.max_samples}')
     if not os.path.isfile(args.checkpoint):
         raise CliError(f'--checkpoint: no such file: {args.checkpoint}')
+    if args.bag is None and args.data is not None and os.path.exists(args.data) \
+            and is_bag(args.data):
+        args.bag = args.data   # a bag given as --data is evaluated the bag way
     if args.bag is not None:
         if not os.path.exists(args.bag):
             raise CliError(f'--bag: no such file or directory: {args.bag}')

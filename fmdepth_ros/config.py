@@ -5,7 +5,7 @@ Defaults follow the official FeatDepth configs (``cfg_kitti_fm``), see
 """
 
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import yaml
 
@@ -144,7 +144,7 @@ def save_config(cfg, path):
 
 
 def small_cpu_config():
-    """A small, fast configuration for CPU tests, demos and benchmarks (ResNet-18, 64x192)."""
+    """Return a small, fast config for CPU tests, demos and benchmarks (ResNet-18, 64x192)."""
     return Config.from_dict({
         'model': {'height': 64, 'width': 192, 'depth_layers': 18, 'feature_layers': 18,
                   'pose_height': 64, 'pose_width': 192},
@@ -153,4 +153,4 @@ def small_cpu_config():
 
 
 __all__ = ['Config', 'ModelConfig', 'LossConfig', 'TrainConfig', 'RefineConfig',
-           'load_config', 'save_config', 'small_cpu_config', 'List']
+           'load_config', 'save_config', 'small_cpu_config']

@@ -68,7 +68,11 @@ class RecordResult:
 
 
 class _OutputRecorder:
-    """Subscribes (raw CDR) to the node's outputs and writes them to a rosbags Writer."""
+    """Subscribes (raw CDR) to the node's outputs; :meth:`flush` writes them to the bag.
+
+    Callbacks only queue messages: the rosbags writer (sqlite3 in particular) must be used from
+    the thread that opened it, so the playback thread flushes after every frame.
+    """
 
     def __init__(self, node, namespace, writer, typestore):
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -77,6 +81,7 @@ class _OutputRecorder:
         from fmdepth_ros.ros.replay import resolve_message_class
         self.writer = writer
         self.lock = threading.Condition()
+        self.pending = []
         self.depth_stamps: List[int] = []
         self.counts: Dict[str, int] = {}
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
@@ -94,12 +99,19 @@ class _OutputRecorder:
         from fmdepth_ros.data.bag import header_stamp_ns
         stamp = header_stamp_ns(raw)
         with self.lock:
-            self.writer.write(self.conns[stored], stamp if stamp is not None else
-                              time.time_ns(), raw)
+            self.pending.append((self.conns[stored], stamp if stamp is not None else
+                                 time.time_ns(), raw))
             self.counts[stored] = self.counts.get(stored, 0) + 1
             if stored == DEPTH_TOPIC:
                 self.depth_stamps.append(stamp)
             self.lock.notify_all()
+
+    def flush(self) -> None:
+        """Write the queued messages (call from the thread that opened the writer)."""
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for conn, stamp, raw in pending:
+            self.writer.write(conn, stamp, raw)
 
     def wait_for(self, predicate, timeout) -> bool:
         """Wait until ``predicate()`` (called under the lock) is true, or ``timeout`` s."""
@@ -213,11 +225,17 @@ def record_bag(bag, out_bag, checkpoint: Optional[str] = None, node_parameters=N
                 stamp = log_ns if stamp is None else stamp
                 result.frames_in += 1
                 result.input_stamps.append(stamp)
+                recorder.flush()
+                if not spinner.is_alive():
+                    raise CliError('the ROS executor stopped unexpectedly (see the log above)')
                 if rate is not None:
                     return
                 deadline = time.monotonic() + frame_timeout
                 while not recorder.wait_for(lambda: stamp in recorder.depth_stamps[-5:],
                                             min(RESEND_AFTER_S, deadline - time.monotonic())):
+                    if not spinner.is_alive():
+                        raise CliError('the ROS executor stopped unexpectedly (see the log '
+                                       'above)')
                     if time.monotonic() >= deadline:
                         log(f'warning: no depth for the frame stamped {stamp} within '
                             f'{frame_timeout:.0f} s')
@@ -237,6 +255,8 @@ def record_bag(bag, out_bag, checkpoint: Optional[str] = None, node_parameters=N
             expected_odom = max(result.frames_in - 1, 0)
             recorder.wait_for(lambda: recorder.counts.get(ODOM_TOPIC, 0) >= expected_odom, 2.0)
             result.wall_s = time.monotonic() - start
+            executor.shutdown(timeout_sec=5.0)
+            recorder.flush()
             with recorder.lock:
                 result.depth_stamps = list(recorder.depth_stamps)
                 result.odom_count = recorder.counts.get(ODOM_TOPIC, 0)
@@ -247,7 +267,6 @@ def record_bag(bag, out_bag, checkpoint: Optional[str] = None, node_parameters=N
                                    ('frames_answered', str(result.frames_in
                                                            - len(result.missing)))):
                     writer.set_custom_data(f'fmdepth.{key}', value)
-            executor.shutdown(timeout_sec=5.0)
         os.replace(tmp_parent / out_bag.name, out_bag)
     finally:
         if executor is not None:

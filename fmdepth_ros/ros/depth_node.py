@@ -179,8 +179,8 @@ class DepthNode(Node):
             self.odometry.reset()
 
     def set_runtime_parameters(self, **values):
-        """Set parameters from keyword arguments (tests, demo); returns the results."""
-        return self.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        """Set parameters atomically from keyword arguments (tests, demo); returns the result."""
+        return self.set_parameters_atomically([Parameter(k, value=v) for k, v in values.items()])
 
     # --------------------------------------------------------------------------- callbacks
     def camera_info_callback(self, msg):
@@ -255,7 +255,7 @@ class DepthNode(Node):
 
     def _camera_info_for(self, stamp_ns):
         """Paired (info, K) by exact stamp, else the latest valid one; (None, None) if none."""
-        match = self.infos.match(stamp_ns)
+        match = self.infos.match(stamp_ns, wait=self.p['camera_info_wait'])
         waited = min(self.infos.age(), time.monotonic() - self._first_image_time)
         if waited > self.p['camera_info_timeout']:
             self.warnings.warn('no_camera_info', f'no valid camera_info for more than '

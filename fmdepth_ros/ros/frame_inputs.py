@@ -4,6 +4,7 @@ ROS-message-agnostic apart from reading ``header.stamp`` and ``k``; no rclpy imp
 """
 
 import collections
+import threading
 import time
 
 import numpy as np
@@ -53,6 +54,7 @@ class CameraInfoCache:
         self.latest = None          # (msg, K)
         self.latest_time = None     # monotonic seconds of the latest valid message
         self.clock = clock
+        self._cond = threading.Condition()
 
     def add(self, msg):
         """Validate and store ``msg``; raises ValueError (zero/NaN intrinsics) when invalid."""
@@ -60,21 +62,34 @@ class CameraInfoCache:
         if msg.width <= 0 or msg.height <= 0:
             raise ValueError(f'camera_info has an empty size {msg.width}x{msg.height}')
         stamp = stamp_to_ns(msg.header.stamp)
-        self.by_stamp[stamp] = (msg, K)
-        self.by_stamp.move_to_end(stamp)
-        while len(self.by_stamp) > self.capacity:
-            self.by_stamp.popitem(last=False)
-        self.latest = (msg, K)
-        self.latest_time = self.clock()
+        with self._cond:
+            self.by_stamp[stamp] = (msg, K)
+            self.by_stamp.move_to_end(stamp)
+            while len(self.by_stamp) > self.capacity:
+                self.by_stamp.popitem(last=False)
+            self.latest = (msg, K, stamp)
+            self.latest_time = self.clock()
+            self._cond.notify_all()
 
-    def match(self, stamp_ns):
-        """Return ``(msg, K, exact)`` for an image stamp, or None when none is valid yet."""
-        hit = self.by_stamp.get(stamp_ns)
-        if hit is not None:
-            return hit[0], hit[1], True
-        if self.latest is None:
-            return None
-        return self.latest[0], self.latest[1], False
+    def match(self, stamp_ns, wait=0.0):
+        """Return ``(msg, K, exact)`` for an image stamp, or None when none is valid yet.
+
+        When the exact stamp is missing but the newest camera_info is older than the image
+        (its camera_info is probably in flight on another thread), wait up to ``wait`` seconds.
+        """
+        deadline = time.monotonic() + wait
+        with self._cond:
+            while True:
+                hit = self.by_stamp.get(stamp_ns)
+                if hit is not None:
+                    return hit[0], hit[1], True
+                remaining = deadline - time.monotonic()
+                if (remaining <= 0 or self.latest is None or self.latest[2] >= stamp_ns):
+                    break
+                self._cond.wait(remaining)
+            if self.latest is None:
+                return None
+            return self.latest[0], self.latest[1], False
 
     def age(self):
         """Seconds since the latest valid camera_info (inf when none)."""
@@ -82,9 +97,10 @@ class CameraInfoCache:
 
     def clear(self):
         """Forget everything."""
-        self.by_stamp.clear()
-        self.latest = None
-        self.latest_time = None
+        with self._cond:
+            self.by_stamp.clear()
+            self.latest = None
+            self.latest_time = None
 
 
 class FrameWindow:

@@ -1,0 +1,69 @@
+"""Shared helpers of the node tests: a private rclpy context, a node, frame messages."""
+
+import contextlib
+import time
+
+import numpy as np
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from std_msgs.msg import Header
+
+from fmdepth_ros.ros import conversions as conv
+from fmdepth_ros.ros.depth_node import DepthNode
+
+
+@contextlib.contextmanager
+def ros_graph():
+    """Yield an initialised private rclpy context; shut it down afterwards."""
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def make_node(context, **params):
+    """Create a DepthNode on the CPU with ``params`` overriding the defaults."""
+    params.setdefault('device', 'cpu')
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    return DepthNode(context=context, parameter_overrides=overrides)
+
+
+def header(stamp_ns, frame_id='camera_optical'):
+    """Build a std_msgs/Header with ``stamp_ns`` nanoseconds."""
+    return Header(frame_id=frame_id, stamp=conv.stamp_from_ns(int(stamp_ns)))
+
+
+def frame_messages(seq, index, stamp_offset_ns=0, frame_id='camera_optical'):
+    """(Image rgb8, CameraInfo) of frame ``index`` of a SyntheticSequence."""
+    h = header(int(seq.stamps_ns[index]) + stamp_offset_ns, frame_id)
+    height, width = seq.images.shape[1:3]
+    return conv.rgb_to_image(seq.images[index], h), conv.camera_info_for(h, seq.K, width, height)
+
+
+def spin_until(executor, condition, timeout):
+    """Spin ``executor`` until ``condition()`` is true or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        executor.spin_once(timeout_sec=0.02)
+    return condition()
+
+
+def executor_for(context, *nodes):
+    """Create a MultiThreadedExecutor (3 threads) with ``nodes`` added."""
+    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    for node in nodes:
+        executor.add_node(node)
+    return executor
+
+
+def abs_rel(pred, gt, max_depth=50.0):
+    """Median-scaled AbsRel of ``pred`` against ``gt`` (both [H,W] metres)."""
+    mask = np.isfinite(pred) & (gt > 0) & (gt < max_depth)
+    pred = pred[mask] * np.median(gt[mask]) / np.median(pred[mask])
+    return float(np.mean(np.abs(pred - gt[mask]) / gt[mask]))

@@ -1,0 +1,1 @@
+"""Small, self-contained experiments that check the paper's claims (CPU, minutes)."""

@@ -137,8 +137,12 @@ class BagPlayer:
         for topic, why in sorted(self.skipped.items()):
             self.log(f'replay: skipping {topic}: {why}')
         if clock:
-            from rosgraph_msgs.msg import Clock
             from rclpy.qos import QoSProfile
+            try:
+                from rosgraph_msgs.msg import Clock
+            except ImportError:
+                raise CliError('--clock needs rosgraph_msgs (pip install ros-rosgraph-msgs, '
+                               'or source a ROS 2 installation)') from None
             self._clock_pub = node.create_publisher(Clock, '/clock', QoSProfile(depth=10))
 
     @property

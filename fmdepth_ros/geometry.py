@@ -190,7 +190,8 @@ def warp(src: Tensor, depth: Tensor, T_src_tgt: Tensor, K: Tensor,
         padding: ``grid_sample`` padding mode ('border' as in the paper, 'zeros', 'reflection').
 
     Returns:
-        ``warped [B, C, H, W]`` (src sampled at the projections of the target pixels) and
+        ``warped [B, C, H, W]`` (src sampled at the projections of the target pixels; float32
+        when the inputs are half precision, else their dtype) and
         ``valid [B, 1, H, W]`` float 0/1: 1 where the projection lies inside the source image
         (pixel centres ``[0, W-1] x [0, H-1]``, 1e-3 px tolerance) and in front of the source
         camera (positive depth).
@@ -199,14 +200,17 @@ def warp(src: Tensor, depth: Tensor, T_src_tgt: Tensor, K: Tensor,
     if src.shape[0] != b or src.shape[-2:] != depth.shape[-2:]:
         raise ValueError(f'warp: src {tuple(src.shape)} and depth {tuple(depth.shape)} '
                          'must share batch size and H, W')
-    K = _batched_K(K, b).to(depth.dtype)
-    points = backproject(depth, torch.linalg.inv(K))
-    pix, z = project(points, K, T_src_tgt.to(depth.dtype))
+    # Geometry in at least float32: half precision cannot hold pixel coordinates (~0.5 px
+    # resolution at u = 1000), e.g. under CUDA autocast.
+    dtype = torch.promote_types(depth.dtype, torch.float32)
+    K = _batched_K(K, b).to(dtype)
+    points = backproject(depth.to(dtype), torch.linalg.inv(K))
+    pix, z = project(points, K, T_src_tgt.to(dtype))
     grid = pixels_to_grid(pix, h, w)
-    warped = F.grid_sample(src, grid.to(src.dtype), mode='bilinear', padding_mode=padding,
+    warped = F.grid_sample(src.to(dtype), grid, mode='bilinear', padding_mode=padding,
                            align_corners=True)
     tol = 1e-3  # pixels; absorbs rounding at the image border (e.g. zero motion)
     inside = ((pix[..., 0] >= -tol) & (pix[..., 0] <= w - 1 + tol)
               & (pix[..., 1] >= -tol) & (pix[..., 1] <= h - 1 + tol) & (z > _EPS))
-    valid = inside.reshape(b, 1, h, w).to(src.dtype)
+    valid = inside.reshape(b, 1, h, w).to(warped.dtype)
     return warped, valid

@@ -137,3 +137,16 @@ def test_warp_rejects_mismatched_sizes():
     """Mismatched source/depth sizes raise a clear ValueError."""
     with pytest.raises(ValueError, match='share batch size'):
         geometry.warp(torch.rand(1, 3, 8, 8), torch.ones(1, 1, 4, 4), torch.eye(4)[None], _K())
+
+
+def test_warp_half_precision_inputs_use_float32_geometry():
+    """Half-precision depth (autocast) must not quantise pixel coordinates."""
+    torch.manual_seed(4)
+    img = torch.rand(1, 3, 16, 600)
+    depth = torch.full((1, 1, 16, 600), 7.0)
+    T = _translation([0.05, 0.0, 0.0])
+    K = _K(fx=300.0, cx=300.0, cy=8.0)
+    ref, _ = geometry.warp(img, depth, T, K)
+    half, valid = geometry.warp(img.bfloat16(), depth.bfloat16(), T, K)
+    assert half.dtype == torch.float32 and valid.dtype == torch.float32
+    assert torch.allclose(half, ref, atol=2e-2)

@@ -10,6 +10,7 @@ missing, truncated or corrupt bag raises :class:`BagError`, a one-line ``CliErro
 """
 
 import bisect
+import functools
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from fmdepth_ros.cli import CliError
-from fmdepth_ros.data.triplets import FrameSource, TripletDataset, sequence_samples
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
@@ -351,36 +351,12 @@ def read_point_clouds(path, topic) -> Iterator[Tuple[int, str, np.ndarray]]:
 
 
 # ----------------------------------------------------------------------------- training
+# The dataset classes build on the torch-based TripletDataset. They are created on first use
+# (module ``__getattr__``) so that the readers above, ``fmdepth replay`` and ``fmdepth record``
+# do not pay for importing torch.
 
-class BagFrameSource(FrameSource):
-    """A continuous camera stretch of a bag held in memory (a :class:`FrameSource`).
-
-    Attributes:
-        images: [N, H, W, 3] uint8 RGB (already at the network size).
-        Ks: [N, 3, 3] intrinsics in pixels of ``images``.
-        stamps_ns: [N] header stamps.
-    """
-
-    def __init__(self, images, Ks, stamps_ns, name='bag'):
-        """Store the frames."""
-        self.images, self.Ks, self.stamps_ns, self.name = images, Ks, stamps_ns, name
-        self.K = Ks[0]
-
-    def __len__(self):
-        """Return the number of frames."""
-        return len(self.images)
-
-    def load_image(self, i):
-        """Return frame ``i`` [H, W, 3] uint8 RGB."""
-        return self.images[i]
-
-    def intrinsics(self, i):
-        """Return K [3, 3] of frame ``i``."""
-        return self.Ks[i]
-
-
-def bag_sources(path, height, width, image_topic=None, info_topic=None) -> List[BagFrameSource]:
-    """Decode a bag's camera stream at ``height`` x ``width``, split into continuous stretches.
+def bag_sources(path, height, width, image_topic=None, info_topic=None) -> list:
+    """Decode a bag's camera stream at ``height`` x ``width`` into ``BagFrameSource`` stretches.
 
     A new stretch starts where the stamp gap exceeds 2.5x the median frame period or where
     stamps go backwards (a looped recording).
@@ -402,35 +378,79 @@ def bag_sources(path, height, width, image_topic=None, info_topic=None) -> List[
     gaps = np.diff(np.asarray(stamps, dtype=np.int64))
     limit = 2.5 * float(np.median(gaps[gaps > 0])) if np.any(gaps > 0) else 0.0
     cuts = [0] + [k + 1 for k, g in enumerate(gaps) if g <= 0 or g > limit] + [len(images)]
+    BagFrameSource = _dataset_classes()['BagFrameSource']
     return [BagFrameSource(np.stack(images[a:b]), np.stack(Ks[a:b]),
                            np.asarray(stamps[a:b], dtype=np.int64), f'{path}[{a}:{b}]')
             for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
-class BagDataset(TripletDataset):
-    """Training / evaluation samples from the camera stream of a bag (architecture batch items).
+@functools.lru_cache(maxsize=None)
+def _dataset_classes():
+    """Define BagFrameSource and BagDataset (imports torch through data.triplets)."""
+    from fmdepth_ros.data.triplets import FrameSource, TripletDataset, sequence_samples
 
-    Frames are decoded once, resized to ``cfg.model.height`` x ``cfg.model.width`` and kept in
-    memory as uint8 (about 0.37 MB per frame at 192x640). Items follow
-    :class:`~fmdepth_ros.data.triplets.TripletDataset` (``images``, ``images_aug``, ``K``,
-    ``index``); samples never span a gap in the recording. ``split='train'`` augments (flip,
-    colour jitter) and needs both neighbours; other splits clamp them.
-    """
+    class BagFrameSource(FrameSource):
+        """A continuous camera stretch of a bag held in memory (a :class:`FrameSource`).
 
-    def __init__(self, path, cfg, split='train', image_topic=None, info_topic=None):
-        """Decode the bag's frames (see the class docstring)."""
-        self.sources = bag_sources(path, int(cfg.model.height), int(cfg.model.width),
-                                   image_topic, info_topic)
-        samples = []
-        for source in self.sources:
-            samples += sequence_samples(source, cfg.model.frame_ids,
-                                        require_neighbours=(split == 'train'))
-        if not samples:
-            raise BagError(f'{path}: {sum(len(s) for s in self.sources)} frames give no '
-                           f'sample with frame ids {tuple(cfg.model.frame_ids)}')
-        super().__init__(samples, cfg, augment=(split == 'train'), with_depth=False)
+        Attributes:
+            images: [N, H, W, 3] uint8 RGB (already at the network size).
+            Ks: [N, 3, 3] intrinsics in pixels of ``images``.
+            stamps_ns: [N] header stamps.
+        """
 
-    def stamp_ns(self, idx) -> int:
-        """Header stamp of sample ``idx``'s target frame."""
-        source, i = self.samples[idx]
-        return int(source.stamps_ns[i])
+        def __init__(self, images, Ks, stamps_ns, name='bag'):
+            """Store the frames."""
+            self.images, self.Ks, self.stamps_ns, self.name = images, Ks, stamps_ns, name
+            self.K = Ks[0]
+
+        def __len__(self):
+            """Return the number of frames."""
+            return len(self.images)
+
+        def load_image(self, i):
+            """Return frame ``i`` [H, W, 3] uint8 RGB."""
+            return self.images[i]
+
+        def intrinsics(self, i):
+            """Return K [3, 3] of frame ``i``."""
+            return self.Ks[i]
+
+    class BagDataset(TripletDataset):
+        """Training / evaluation samples from the camera stream of a bag (architecture items).
+
+        Frames are decoded once, resized to ``cfg.model.height`` x ``cfg.model.width`` and kept in
+        memory as uint8 (about 0.37 MB per frame at 192x640). Items follow
+        :class:`~fmdepth_ros.data.triplets.TripletDataset` (``images``, ``images_aug``, ``K``,
+        ``index``); samples never span a gap in the recording. ``split='train'`` augments (flip,
+        colour jitter) and needs both neighbours; other splits clamp them.
+        """
+
+        def __init__(self, path, cfg, split='train', image_topic=None, info_topic=None):
+            """Decode the bag's frames (see the class docstring)."""
+            self.sources = bag_sources(path, int(cfg.model.height), int(cfg.model.width),
+                                       image_topic, info_topic)
+            samples = []
+            for source in self.sources:
+                samples += sequence_samples(source, cfg.model.frame_ids,
+                                            require_neighbours=(split == 'train'))
+            if not samples:
+                raise BagError(f'{path}: {sum(len(s) for s in self.sources)} frames give no '
+                               f'sample with frame ids {tuple(cfg.model.frame_ids)}')
+            super().__init__(samples, cfg, augment=(split == 'train'), with_depth=False)
+
+        def stamp_ns(self, idx) -> int:
+            """Return the header stamp of sample ``idx``'s target frame."""
+            source, i = self.samples[idx]
+            return int(source.stamps_ns[i])
+
+    for cls in (BagFrameSource, BagDataset):
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__   # picklable by name
+    return {'BagFrameSource': BagFrameSource, 'BagDataset': BagDataset}
+
+
+def __getattr__(name):
+    """Provide ``BagDataset`` / ``BagFrameSource`` lazily (see the comment above)."""
+    classes = _dataset_classes() if name in ('BagDataset', 'BagFrameSource') else {}
+    if name in classes:
+        return classes[name]
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -69,12 +69,65 @@ def header_stamp_ns(raw: bytes) -> Optional[int]:
     return sec * 1_000_000_000 + nanosec
 
 
+class BagReader:
+    """A rosbags ``AnyReader`` whose read and decode errors become one-line :class:`BagError`.
+
+    Only errors of the bag itself are translated: exceptions raised by the caller's code
+    between two messages pass through unchanged.
+    """
+
+    def __init__(self, reader, path):
+        """Wrap an open ``AnyReader`` of ``path``."""
+        self._reader, self.path = reader, Path(path)
+
+    @property
+    def connections(self):
+        """Return the bag's connection records: topic, msgtype, msgcount, offered QoS."""
+        return self._reader.connections
+
+    @property
+    def paths(self):
+        """The bag paths being read."""
+        return self._reader.paths
+
+    @property
+    def start_time(self) -> int:
+        """Earliest log time in nanoseconds."""
+        return self._reader.start_time
+
+    @property
+    def end_time(self) -> int:
+        """Latest log time in nanoseconds."""
+        return self._reader.end_time
+
+    def messages(self, connections=()):
+        """Yield ``(connection, log time ns, raw CDR)`` in log-time order."""
+        iterator = iter(self._reader.messages(connections=connections))
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except Exception as exc:  # rosbags, sqlite3, mcap, zstd... errors
+                raise BagError(f'bag {self.path} is truncated or corrupt: '
+                               f'{_one_line(exc)}') from None
+            yield item
+
+    def deserialize(self, raw, msgtype):
+        """Decode one raw CDR message of type ``msgtype``."""
+        try:
+            return self._reader.deserialize(raw, msgtype)
+        except Exception as exc:
+            raise BagError(f'bag {self.path}: a {msgtype} message is corrupt: '
+                           f'{_one_line(exc)}') from None
+
+
 @contextmanager
 def open_bag(path):
     """Open a bag with rosbags' ``AnyReader``; errors become one-line :class:`BagError`.
 
     Yields:
-        the open reader (``connections``, ``messages()``, ``deserialize()``).
+        a :class:`BagReader` (``connections``, ``messages()``, ``deserialize()``).
     """
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
@@ -90,11 +143,7 @@ def open_bag(path):
     except Exception as exc:  # rosbags raises several types (ReaderError, sqlite3, KeyError...)
         raise BagError(f'cannot open bag {path}: {_one_line(exc)}') from None
     try:
-        yield reader
-    except (BagError, GeneratorExit):
-        raise
-    except Exception as exc:
-        raise BagError(f'bag {path} is truncated or corrupt: {_one_line(exc)}') from None
+        yield BagReader(reader, path)
     finally:
         try:
             reader.close()

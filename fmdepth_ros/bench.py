@@ -147,6 +147,14 @@ def describe_options(opts):
     return ', '.join(parts + ['preallocated buffers', 'device-side pre/post-processing'])
 
 
+def load_average():
+    """1-minute load average (None where unknown): other processes skew CPU timings."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
 def describe_device(device):
     """Human-readable description of ``device`` (GPU name, or CPU model and threads)."""
     if device.startswith('cuda'):
@@ -209,24 +217,27 @@ def measure(predict, images, frames, warmup, device):
     """Time ``predict(image)`` over ``frames`` frames (cycling ``images``) after ``warmup``.
 
     Returns a dict: ``median_ms``, ``p99_ms``, ``mean_ms``, ``fps`` (1000 / mean), ``frames``,
-    and memory per window of frames (10 windows): on CUDA the peak allocated GPU memory of the
-    first / last window and the overall peak (MiB); on the CPU the RSS after the first / last
-    window (MiB).
+    ``process_cpu_ms_median`` (CPU time of the whole process per frame: on a shared CPU it
+    tells the work apart from the waiting), and memory per window of frames (10 windows): on
+    CUDA the peak allocated GPU memory of the first / last window and the overall peak (MiB);
+    on the CPU the RSS after the first / last window (MiB).
     """
     cuda = device.startswith('cuda')
     for i in range(warmup):
         predict(images[i % len(images)])
     window = max(1, frames // 10)
     latencies = []
+    cpu_times = []
     memory = []
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     for i in range(frames):
         image = images[i % len(images)]
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         predict(image)
         latencies.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
         if (i + 1) % window == 0 or i + 1 == frames:
             if cuda:
                 memory.append(torch.cuda.max_memory_allocated() / 2**20)
@@ -237,6 +248,7 @@ def measure(predict, images, frames, warmup, device):
     return {'frames': int(frames), 'median_ms': float(np.median(ms)),
             'p99_ms': float(np.percentile(ms, 99)), 'mean_ms': float(ms.mean()),
             'fps': float(1000.0 / ms.mean()),
+            'process_cpu_ms_median': float(np.median(cpu_times) * 1000.0),
             'memory_kind': 'gpu_peak_allocated' if cuda else 'cpu_rss',
             'memory_first_mb': float(memory[0]), 'memory_last_mb': float(memory[-1]),
             'memory_peak_mb': float(max(memory)),
@@ -444,17 +456,29 @@ def format_table(result):
     lines = [f'fmdepth bench: {result["device"]} ({result["device_name"]}), torch '
              f'{result["torch"]}, batch 1, {result["frames"]} timed frames after '
              f'{result["warmup"]} warm-up',
-             f'(a) eager fp32 reference; (b) optimised: {result["optimised_path"]}', '']
+             f'(a) eager fp32 reference; (b) optimised: {result["optimised_path"]}']
+    loads = [v for v in (result.get('load_average_start'), result.get('load_average_end'))
+             if v is not None]
+    cores = os.cpu_count() or 1
+    if loads and not result['device'].startswith('cuda') and max(loads) > 0.5 * cores:
+        lines.append(f'warning: 1-min load average {max(loads):.1f} on {cores} cores: other '
+                     'processes share the CPU, wall-clock times are inflated (see cpu ms)')
+    lines.append('')
+    cpu = not result['device'].startswith('cuda')
     mem_unit = 'GPU peak MiB' if result['device'].startswith('cuda') else 'RSS MiB'
     header = (f'{"size":>9} {"enc":>4} {"path":>10} {"median ms":>10} {"p99 ms":>8} '
               f'{"frames/s":>9} {mem_unit + " first/last":>22} {"b/a":>6} {"max rel diff":>13}')
+    if cpu:
+        header += f' {"cpu ms":>8}'
     lines += [header, '-' * len(header)]
     for row in result['models']:
         for key, name in (('eager', '(a) eager'), ('optimised', '(b) optim')):
             r = row[key]
             memory = f'{r["memory_first_mb"]:.0f} / {r["memory_last_mb"]:.0f}'
             extra = (f'{row["speedup"]:>5.2f}x {row["max_rel_depth_diff"]:>13.2e}'
-                     if key == 'optimised' else '')
+                     if key == 'optimised' else f'{"":>6} {"":>13}')
+            if cpu:
+                extra += f' {r["process_cpu_ms_median"]:>8.1f}'
             lines.append(f'{row["size"]:>9} {"R" + str(row["encoder"]):>4} {name:>10} '
                          f'{r["median_ms"]:>10.2f} {r["p99_ms"]:>8.2f} {r["fps"]:>9.1f} '
                          f'{memory:>22} {extra}')
@@ -531,7 +555,7 @@ def run(args):
     result = {'device': device, 'device_name': describe_device(device),
               'torch': torch.__version__, 'frames': value['frames'], 'warmup': value['warmup'],
               'optimised_path': describe_options(opts), 'optimised_options': opts,
-              'models': []}
+              'load_average_start': load_average(), 'models': []}
     frames_by_size = {}
     for width, height in sizes:
         frames_by_size[(width, height)] = sample_frames(width, height)
@@ -553,6 +577,7 @@ def run(args):
         result['refinement'] = bench_refinement(width, height, encoder, device, opts,
                                                 value['refine_frames'], value['warmup'],
                                                 images, K, value['refine_iterations'])
+    result['load_average_end'] = load_average()
     print(format_table(result))
     if args.json:
         write_json_atomic(args.json, result)

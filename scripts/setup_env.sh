@@ -80,6 +80,8 @@ if [[ ! -x "$VENV/bin/python" ]]; then
         done
     fi
     [[ -n "${PYTHON:-}" ]] || die "need python3.11 or python3.12 (with venv) on PATH, or PYTHON=..."
+    "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 \
+        || die "$PYTHON does not run or lacks venv/ensurepip (Debian/Ubuntu: apt install python3-venv)"
     log "creating $VENV with $PYTHON"
     if [[ $SYSTEM_ROS == 1 ]]; then
         "$PYTHON" -m venv --system-site-packages "$VENV"

@@ -523,8 +523,13 @@ def run(args) -> int:
                        oxts=not args.no_oxts)
     if out_bag.exists():
         shutil.rmtree(out_bag) if out_bag.is_dir() else out_bag.unlink()
+
+    def progress(done, total):
+        if done % 100 == 0 and done < total:
+            print(f'  {done}/{total} frames', flush=True)
+
     counts = write_bag(drive, out_bag, storage=args.storage, compressed=args.compressed,
-                       jpeg_quality=args.jpeg_quality)
+                       jpeg_quality=args.jpeg_quality, progress=progress)
     print(f'wrote {out_bag} ({args.storage}):')
     for topic, count in counts.items():
         print(f'  {topic}: {count} messages')

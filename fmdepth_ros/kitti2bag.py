@@ -480,6 +480,8 @@ def write_bag(drive: KittiDrive, out_bag, storage: str = 'mcap', compressed: boo
                 conn = conns[kind]
                 writer.write(conn, stamp, typestore.serialize_cdr(msg, conn.msgtype))
                 counts[conn.topic] = counts.get(conn.topic, 0) + 1
+        if out_bag.exists():      # --overwrite: the old bag goes only once the new one is done
+            os.replace(out_bag, tmp_parent / 'previous')
         os.replace(tmp, out_bag)
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
@@ -521,8 +523,6 @@ def run(args) -> int:
             raise CliError(f'{out_bag} exists (use --overwrite to replace it)')
     drive = open_drive(args.drive_dir, args.camera, velodyne=not args.no_velodyne,
                        oxts=not args.no_oxts)
-    if out_bag.exists():
-        shutil.rmtree(out_bag) if out_bag.is_dir() else out_bag.unlink()
 
     def progress(done, total):
         if done % 100 == 0 and done < total:

@@ -242,3 +242,13 @@ def test_truncated_and_corrupt_bags_give_one_line_errors(drive, mcap_bag, tmp_pa
         message = str(info.value)
         assert '\n' not in message and len(message) < 300
         assert str(path) in message or path.name in message
+
+
+def test_overwrite_replaces_the_bag(drive, tmp_path):
+    """--overwrite replaces an existing bag only once the new one is complete."""
+    out = tmp_path / 'bag'
+    assert main(['kitti2bag', str(drive), str(out)]) == 0
+    assert main(['kitti2bag', str(drive), str(out), '--overwrite', '--no-velodyne']) == 0
+    with AnyReader([out]) as reader:
+        assert '/velodyne_points' not in {c.topic for c in reader.connections}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['bag']

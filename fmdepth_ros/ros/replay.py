@@ -110,6 +110,8 @@ class BagPlayer:
             first = {}
             conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
             for conn in conns:
+                if not conn.msgcount:
+                    continue                  # nothing to play (and nothing to check)
                 cls = resolve_message_class(conn.msgtype)
                 if cls is None:
                     self.skipped[conn.topic] = f'{conn.msgtype} is not importable in this Python'

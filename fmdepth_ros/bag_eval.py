@@ -252,7 +252,11 @@ def evaluate_bag(checkpoint, bag, refine_steps=0, json_path=None, predictions=No
     tmp_dir = None
     try:
         if predictions is None:
-            from fmdepth_ros.ros.record import record_bag  # imports rclpy: only when recording
+            try:   # imports rclpy: only when recording
+                from fmdepth_ros.ros.record import record_bag
+            except ImportError as exc:
+                raise CliError(f'evaluating a bag runs the fmdepth node, but ROS 2 is not '
+                               f'importable ({exc}); run scripts/setup_env.sh') from None
             params = dict(node_parameters or {})
             if refine_steps > 0:
                 params.update(refine=True, refine_iterations=int(refine_steps))

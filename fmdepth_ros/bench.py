@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from fmdepth_ros.cli import CliError
 from fmdepth_ros.config import Config, save_config
-from fmdepth_ros.inference import DepthPredictor, select_device
+from fmdepth_ros.inference import DepthPredictor, fast_options, select_device
 from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
 
 ENCODERS = (18, 34, 50)
@@ -117,22 +117,13 @@ def parse_encoders(text):
     return encoders
 
 
-def cpu_has_native_bf16():
-    """Return True when this CPU has bf16 dot-product instructions (AVX512-BF16 / AMX)."""
-    check = getattr(torch.backends.mkldnn, 'is_available', lambda: False)
-    probe = getattr(torch.cpu, '_is_avx512_bf16_supported', None)
-    amx = getattr(torch.cpu, '_is_amx_tile_supported', None)
-    return bool(check() and ((probe and probe()) or (amx and amx())))
-
-
 def optimised_options(device, args):
     """Return the DepthPredictor keyword arguments of the optimised path for ``device``."""
-    cuda = device.startswith('cuda')
-    precision = args.precision
-    if precision == 'auto':
-        precision = 'fp16' if cuda else ('bf16' if cpu_has_native_bf16() else 'fp32')
-    return {'precision': precision, 'channels_last': not args.no_channels_last,
-            'compile': bool(args.compile), 'cuda_graphs': cuda and not args.no_cuda_graphs}
+    opts = fast_options(device, args.precision)
+    opts['channels_last'] = not args.no_channels_last
+    opts['compile'] = bool(args.compile)
+    opts['cuda_graphs'] = opts['cuda_graphs'] and not args.no_cuda_graphs
+    return opts
 
 
 def describe_options(opts):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.geometry import invert_pose, pose_from_axisangle
-from fmdepth_ros.inference import DepthPredictor, PoseEstimator, select_device
+from fmdepth_ros.inference import (DepthPredictor, PoseEstimator, cpu_has_native_bf16,
+                                   fast_options, select_device)
 from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
 from fmdepth_ros.networks.pose_net import PoseNet
 
@@ -291,3 +292,13 @@ def test_load_pose_state(cfg):
     estimator.load_pose_state({'pose_net.' + k: v for k, v in new.state_dict().items()})
     T = estimator.estimate(np.full((40, 40, 3), 10, np.uint8), np.full((40, 40, 3), 90, np.uint8))
     np.testing.assert_allclose(T[:3, 3], [0.0, 0.0, -0.5], atol=1e-6)
+
+
+def test_fast_options():
+    """Recommended optimisations: CPU never gets CUDA graphs; explicit precision is kept."""
+    opts = fast_options('cpu')
+    assert opts['channels_last'] and not opts['cuda_graphs'] and not opts['compile']
+    assert opts['precision'] == ('bf16' if cpu_has_native_bf16() else 'fp32')
+    assert fast_options('cpu', 'fp16')['precision'] == 'fp16'
+    with pytest.raises(ValueError, match='precision'):
+        fast_options('cpu', 'fp8')

@@ -74,4 +74,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # Run through the imported module so that ``CliError`` raised by subcommands (which import
+    # ``fmdepth_ros.cli``) is the same class as the one caught here.
+    from fmdepth_ros.cli import main as _main
+    sys.exit(_main())

@@ -40,7 +40,12 @@ def configure_parser(parser):
                         help='length of the FeatureNet stage in steps (default: config)')
     parser.add_argument('--init', default=None, metavar='CKPT',
                         help='start from the weights of this checkpoint (e.g. a feature run)')
-    parser.add_argument('--split', default='train', help='dataset split (default: train)')
+    parser.add_argument('--split-file', default=None,
+                        help='KITTI split file (e.g. splits/eigen_zhou/train_files.txt) or, '
+                             'for a folder, a list of frame names')
+    parser.add_argument('--intrinsics', type=float, nargs=4, default=None,
+                        metavar=('FX', 'FY', 'CX', 'CY'),
+                        help="pixel intrinsics of a folder's frames (overrides its calib files)")
     parser.add_argument('--log-every', type=int, default=None,
                         help='TensorBoard scalar interval in steps (default: config)')
     parser.add_argument('--checkpoint-every', type=int, default=None,
@@ -94,6 +99,8 @@ def _check_args(args):
         raise CliError(f'--resume: no checkpoint at {existing}')
     if not args.resume and os.path.isfile(existing):
         raise CliError(f'{existing} exists: pass --resume to continue it or choose another --out')
+    if args.split_file and not os.path.isfile(args.split_file):
+        raise CliError(f'--split-file: no such file: {args.split_file}')
     if args.init and not os.path.isfile(args.init):
         raise CliError(f'--init: no such checkpoint: {args.init}')
 
@@ -101,7 +108,8 @@ def _check_args(args):
 def _make_dataset(args, cfg):
     from fmdepth_ros.data import make_dataset
     try:
-        dataset = make_dataset(args.data, cfg, split=args.split)
+        dataset = make_dataset(args.data, cfg, split='train', split_file=args.split_file,
+                               intrinsics=args.intrinsics)
     except CliError:
         raise
     except (ValueError, OSError, RuntimeError, KeyError) as exc:

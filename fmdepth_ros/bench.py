@@ -320,7 +320,9 @@ def bench_node(width, height, encoder, device, opts, frames, warmup, images, K):
         rclpy.init(context=context)
         executor = node = probe = thread = None
         try:
-            node = DepthNode(context=context, parameter_overrides=[
+            # a private namespace: other ROS processes on this domain cannot cross-talk
+            namespace = f'/fmdepth_bench_{os.getpid()}_{time.monotonic_ns() % 100000}'
+            node = DepthNode(context=context, namespace=namespace, parameter_overrides=[
                 Parameter('config_file', value=config_path),
                 Parameter('device', value=device),
                 Parameter('publish_colored', value=False),
@@ -328,13 +330,15 @@ def bench_node(width, height, encoder, device, opts, frames, warmup, images, K):
             # The node builds a plain DepthPredictor; time it with the optimised settings.
             node.predictor = DepthPredictor(node.predictor.net, node.cfg, device=node.device,
                                             **opts)
-            probe = rclpy.create_node('fmdepth_bench_probe', context=context)
+            probe = rclpy.create_node('fmdepth_bench_probe', context=context,
+                                      namespace=namespace)
             received = {}
-            arrived = threading.Event()
+            arrived = threading.Condition()
 
             def on_depth(msg):
-                received[conv.stamp_to_ns(msg.header.stamp)] = time.perf_counter()
-                arrived.set()
+                with arrived:
+                    received[conv.stamp_to_ns(msg.header.stamp)] = time.perf_counter()
+                    arrived.notify_all()
 
             image_pub = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
             info_pub = probe.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
@@ -362,13 +366,15 @@ def bench_node(width, height, encoder, device, opts, frames, warmup, images, K):
                 msg.header.stamp = stamp
                 info.header.stamp = stamp
                 info_pub.publish(info)
-                arrived.clear()
+                key = conv.stamp_to_ns(stamp)
                 sent = time.perf_counter()
                 image_pub.publish(msg)
-                if not arrived.wait(timeout):
-                    return {'skipped': f'no depth/image within {timeout:.0f} s of frame {i}'}
+                with arrived:
+                    if not arrived.wait_for(lambda: key in received, timeout):
+                        return {'skipped': f'no depth/image within {timeout:.0f} s of '
+                                           f'frame {i}'}
                 if i >= warmup:
-                    latencies.append(received[conv.stamp_to_ns(stamp)] - sent)
+                    latencies.append(received[key] - sent)
             ms = np.asarray(latencies) * 1000.0
             return {'size': f'{width}x{height}', 'encoder': encoder, 'frames': int(frames),
                     'median_ms': float(np.median(ms)), 'p99_ms': float(np.percentile(ms, 99)),

@@ -2,21 +2,29 @@
 
 from glob import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 
 PACKAGE = 'fmdepth_ros'
 
+data_files = [
+    ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+    (os.path.join('share', PACKAGE), ['package.xml']),
+    (os.path.join('share', PACKAGE, 'launch'), glob('launch/*.launch.py')),
+    (os.path.join('share', PACKAGE, 'config'), glob('config/*.yaml')),
+]
+# `ros2 run` / `ros2 launch` look for executables in <prefix>/lib/fmdepth_ros/. colcon's
+# `setup.py install` / `develop` put the console scripts there (setup.cfg); a wheel (pip) puts
+# them in <prefix>/bin/, so the wheel also carries a launcher that runs bin/depth_node.
+if 'bdist_wheel' in sys.argv:
+    data_files.append((os.path.join('lib', PACKAGE), ['scripts/pip_launcher/depth_node']))
+
 setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*']),
-    data_files=[
-        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
-        (os.path.join('share', PACKAGE), ['package.xml']),
-        (os.path.join('share', PACKAGE, 'launch'), glob('launch/*.launch.py')),
-        (os.path.join('share', PACKAGE, 'config'), glob('config/*.yaml')),
-    ],
+    data_files=data_files,
     install_requires=['setuptools'],
     python_requires='>=3.10',
     zip_safe=True,

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+import zipfile
 
 import pytest
 
@@ -280,22 +281,50 @@ def test_ci_runs_the_readme_test_command():
     assert commands[0].strip() in ci
 
 
+def copy_package_sources(dest):
+    """Copy what setup.py needs into ``dest`` (builds must not litter the working tree)."""
+    keep = ['package.xml', 'setup.py', 'setup.cfg', 'LICENSE', 'resource', PACKAGE, 'launch',
+            'config', os.path.join('scripts', 'pip_launcher')]
+    for name in keep:
+        path = os.path.join(ROOT, name)
+        if os.path.isdir(path):
+            shutil.copytree(path, os.path.join(dest, name),
+                            ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        elif os.path.exists(path):
+            os.makedirs(dest, exist_ok=True)
+            shutil.copy(path, os.path.join(dest, name))
+
+
+def test_pip_wheel_carries_the_ament_layout(tmp_path):
+    """A plain ``pip install`` (a wheel) installs share/ files and lib/fmdepth_ros/depth_node."""
+    source = tmp_path / 'src'
+    copy_package_sources(source)
+    proc = subprocess.run(
+        [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q',
+         '-w', str(tmp_path / 'dist'), str(source)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = glob.glob(str(tmp_path / 'dist' / '*.whl'))
+    data = f'{PACKAGE}-0.1.0.data/data/'
+    with zipfile.ZipFile(wheel) as archive:
+        entries = {info.filename: info for info in archive.infolist()}
+        launcher = entries[data + f'lib/{PACKAGE}/depth_node']
+        assert (launcher.external_attr >> 16) & 0o111, 'launcher is not executable'
+        assert b'bin/depth_node' in archive.read(launcher)
+    assert data + f'share/ament_index/resource_index/packages/{PACKAGE}' in entries
+    assert data + f'share/{PACKAGE}/package.xml' in entries
+    for pattern in ('launch/*.launch.py', 'config/*.yaml'):
+        for path in glob.glob(os.path.join(ROOT, pattern)):
+            assert data + f'share/{PACKAGE}/' + os.path.relpath(path, ROOT) in entries
+
+
 def test_colcon_build_installs_the_ament_layout(tmp_path):
     """``colcon build`` of a copy of the package gives a ROS user the same layout."""
     colcon = shutil.which('colcon', path=os.path.join(sys.prefix, 'bin') + os.pathsep
                           + os.environ.get('PATH', ''))
     if colcon is None:
         pytest.skip('colcon not installed (scripts/setup_env.sh installs it)')
-    source = tmp_path / 'src' / PACKAGE
-    keep = ['package.xml', 'setup.py', 'setup.cfg', 'resource', PACKAGE, 'launch', 'config']
-    for name in keep:
-        path = os.path.join(ROOT, name)
-        if os.path.isdir(path):
-            shutil.copytree(path, source / name,
-                            ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
-        elif os.path.exists(path):
-            os.makedirs(source, exist_ok=True)
-            shutil.copy(path, source / name)
+    copy_package_sources(tmp_path / 'src' / PACKAGE)
     proc = subprocess.run(
         [colcon, '--log-base', str(tmp_path / 'log'), 'build',
          '--base-paths', str(tmp_path / 'src'), '--build-base', str(tmp_path / 'build'),

@@ -245,6 +245,23 @@ def colorize(image: torch.Tensor, cmap: str = 'magma') -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32)
 
 
+def batch_abs_rel(depth: torch.Tensor, depth_gt: torch.Tensor, max_depth: float = 80.0):
+    """Median-scaled AbsRel of predicted ``depth`` [B,1,H,W] vs ``depth_gt`` (0 = invalid).
+
+    A cheap learning-curve signal for data with ground truth (synthetic sequences); the
+    evaluation protocol proper is ``fmdepth evaluate``. Returns None without valid pixels.
+    """
+    values = []
+    for pred, gt in zip(depth.float(), depth_gt.float()):
+        mask = (gt > 1e-3) & (gt < max_depth)
+        if not bool(mask.any()):
+            continue
+        p, g = pred[mask], gt[mask]
+        p = (p * (g.median() / p.median().clamp_min(1e-9))).clamp(1e-3, max_depth)
+        values.append(float(((p - g).abs() / g).mean()))
+    return float(np.mean(values)) if values else None
+
+
 @dataclass
 class StagePlan:
     """One stage of a run: ``steps`` optimisation steps starting at global step ``start``."""
@@ -376,6 +393,9 @@ class Trainer:
             self.plans = [StagePlan(**p) for p in st['plans']]
         else:
             self.plans = plan_stages(stage, self.steps_per_epoch, cfg, feature_steps)
+            if stage == 'depth' and not init_checkpoint and self.dist.is_main:
+                LOG.warning('--stage depth without --init: the frozen FeatureNet is untrained '
+                            '(random features for the feature-metric loss)')
         last = self.plans[-1].end
         self.max_steps = last if max_steps is None else min(int(max_steps), last)
 
@@ -402,13 +422,18 @@ class Trainer:
             seed_everything(self.cfg.train.seed + 1000003 * (self.dist.rank + 1))
         else:
             restore_rng_state(self._resume_state['rng'][self.dist.rank])
+        fresh = self._resume_state is None
         try:
+            ran = False
             for plan in self.plans:
                 if self.step >= min(plan.end, self.max_steps):
                     continue
+                ran = True
                 outcome = self._run_stage(plan)
                 if outcome == 'interrupted':
                     return outcome
+            if fresh and not ran:
+                self._run_stage(self.plans[0])   # --max-steps 0: checkpoint of the initial model
             return 'done'
         finally:
             if self._writer is not None:
@@ -491,7 +516,7 @@ class Trainer:
         batch = batch_to_device(batch, self.device)
         set_stage_mode(self.model, plan.name)
         with torch.autocast(device_type='cuda', dtype=torch.float16, enabled=self.amp):
-            total, logs, _outputs = net(batch)
+            total, logs, outputs = net(batch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.unscale_(optimizer)
@@ -505,6 +530,11 @@ class Trainer:
         logs = {k: float(v) for k, v in (logs or {}).items()}
         logs['total'] = float(total.detach())
         logs['grad_norm'] = float(norm)
+        if ('depth', 0) in outputs and 'depth_gt' in batch and self.log_every \
+                and (self.step + 1) % self.log_every == 0:
+            abs_rel = batch_abs_rel(outputs[('depth', 0)].detach(), batch['depth_gt'])
+            if abs_rel is not None:
+                logs['gt_abs_rel'] = abs_rel
         return logs
 
     # ----------------------------------------------------------------- logging
@@ -584,4 +614,4 @@ class Trainer:
 __all__ = ['Trainer', 'TrainingError', 'WarmupStepSchedule', 'ResumableSampler',
            'SeededDataset', 'StageLoss', 'StagePlan', 'plan_stages', 'stage_milestones',
            'capture_rng_state', 'restore_rng_state', 'seed_everything', 'colorize',
-           'CHECKPOINT_NAME']
+           'batch_abs_rel', 'CHECKPOINT_NAME']

@@ -68,6 +68,9 @@ def configure_parser(parser: argparse.ArgumentParser):
     parser.add_argument('--encoders', default=None,
                         help='ResNet depths of the DepthNet encoder, comma-separated (default '
                              '18,50 on CUDA, 18 on CPU)')
+    parser.add_argument('--decoder', default='featdepth', choices=('featdepth', 'monodepth2'),
+                        help='depth decoder (default featdepth, the paper\'s CRP decoder; '
+                             'monodepth2 is much lighter)')
     parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
                         help='optimised path autocast (auto: fp16 on CUDA, bf16 on a CPU with '
                              'native bf16, else fp32)')
@@ -256,13 +259,14 @@ def max_relative_difference(a_fn, b_fn, images):
     return worst
 
 
-def bench_config(width, height, encoder, device):
-    """Paper config at ``width x height`` with a ResNet-``encoder`` DepthNet.
+def bench_config(width, height, encoder, device, decoder='featdepth'):
+    """Paper config at ``width x height`` with a ResNet-``encoder`` DepthNet and ``decoder``.
 
     On the CPU the FeatureNet (only used by refinement) is ResNet-18 to keep it affordable.
     """
     cfg = Config()
     cfg.model.width, cfg.model.height, cfg.model.depth_layers = width, height, encoder
+    cfg.model.depth_decoder = decoder
     if not device.startswith('cuda'):
         cfg.model.feature_layers = 18
     return cfg
@@ -275,9 +279,10 @@ def sample_frames(width, height, count=8):
     return [np.ascontiguousarray(im) for im in seq.images], np.asarray(seq.K, np.float64)
 
 
-def bench_model(width, height, encoder, device, opts, frames, warmup, images):
+def bench_model(width, height, encoder, device, opts, frames, warmup, images,
+                decoder='featdepth'):
     """One table row: eager reference vs optimised path for one size and encoder."""
-    cfg = bench_config(width, height, encoder, device)
+    cfg = bench_config(width, height, encoder, device, decoder)
     torch.manual_seed(0)
     net = DepthNet(encoder, decoder=cfg.model.depth_decoder, min_depth=cfg.model.min_depth,
                    max_depth=cfg.model.max_depth).eval()
@@ -298,7 +303,8 @@ def bench_model(width, height, encoder, device, opts, frames, warmup, images):
 
 
 # ----------------------------------------------------------------------------- node
-def bench_node(width, height, encoder, device, opts, frames, warmup, images, K):
+def bench_node(width, height, encoder, device, opts, frames, warmup, images, K,
+               decoder='featdepth'):
     """End-to-end node latency: Image published -> depth/image received, real rclpy."""
     try:
         import rclpy
@@ -312,7 +318,7 @@ def bench_node(width, height, encoder, device, opts, frames, warmup, images, K):
     except ImportError as exc:
         return {'skipped': f'rclpy / the node is not importable ({exc}); install ROS 2 or the '
                            'ros-rclpy wheels (docs/ROS_PIP.md) to measure it'}
-    cfg = bench_config(width, height, encoder, device)
+    cfg = bench_config(width, height, encoder, device, decoder)
     with tempfile.TemporaryDirectory(prefix='fmdepth-bench-') as tmp:
         config_path = os.path.join(tmp, 'config.yaml')
         save_config(cfg, config_path)
@@ -392,11 +398,11 @@ def bench_node(width, height, encoder, device, opts, frames, warmup, images, K):
 
 # ----------------------------------------------------------------------------- refinement
 def bench_refinement(width, height, encoder, device, opts, frames, warmup, images, K,
-                     iterations):
+                     iterations, decoder='featdepth'):
     """Refinement iterations/s while inference runs, and the inference slow-down it causes."""
     from fmdepth_ros.checkpoint import build_model
     from fmdepth_ros.refinement import OnlineRefiner
-    cfg = bench_config(width, height, encoder, device)
+    cfg = bench_config(width, height, encoder, device, decoder)
     cfg.refine.iterations = int(iterations)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -453,7 +459,8 @@ def format_table(result):
     lines = [f'fmdepth bench: {result["device"]} ({result["device_name"]}), torch '
              f'{result["torch"]}, batch 1, {result["frames"]} timed frames after '
              f'{result["warmup"]} warm-up',
-             f'(a) eager fp32 reference; (b) optimised: {result["optimised_path"]}']
+             f'{result["decoder"]} decoder; (a) eager fp32 reference; (b) optimised: '
+             f'{result["optimised_path"]}']
     loads = [v for v in (result.get('load_average_start'), result.get('load_average_end'))
              if v is not None]
     cores = os.cpu_count() or 1
@@ -551,6 +558,7 @@ def run(args):
     opts = optimised_options(device, args)
     result = {'device': device, 'device_name': describe_device(device),
               'torch': torch.__version__, 'frames': value['frames'], 'warmup': value['warmup'],
+              'decoder': args.decoder,
               'optimised_path': describe_options(opts), 'optimised_options': opts,
               'load_average_start': load_average(), 'models': []}
     frames_by_size = {}
@@ -560,20 +568,22 @@ def run(args):
             print(f'... {width}x{height} ResNet-{encoder}', flush=True)
             result['models'].append(bench_model(width, height, encoder, device, opts,
                                                 value['frames'], value['warmup'],
-                                                frames_by_size[(width, height)][0]))
+                                                frames_by_size[(width, height)][0],
+                                                args.decoder))
     (width, height), encoder = sizes[0], encoders[0]
     images, K = frames_by_size[(width, height)]
     result['node'] = None
     if value['node_frames'] > 0:
         print(f'... node end-to-end {width}x{height} ResNet-{encoder}', flush=True)
         result['node'] = bench_node(width, height, encoder, device, opts, value['node_frames'],
-                                    min(value['warmup'], 10), images, K)
+                                    min(value['warmup'], 10), images, K, args.decoder)
     result['refinement'] = None
     if value['refine_frames'] > 0:
         print(f'... online refinement {width}x{height} ResNet-{encoder}', flush=True)
         result['refinement'] = bench_refinement(width, height, encoder, device, opts,
                                                 value['refine_frames'], value['warmup'],
-                                                images, K, value['refine_iterations'])
+                                                images, K, value['refine_iterations'],
+                                                args.decoder)
     result['load_average_end'] = load_average()
     print(format_table(result))
     if args.json:

@@ -4,7 +4,9 @@ import contextlib
 import time
 
 import numpy as np
+import pytest
 import rclpy
+import torch
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
@@ -12,6 +14,19 @@ from std_msgs.msg import Header
 
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros.depth_node import DepthNode
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_torch_thread():
+    """Use one torch intra-op thread in node test modules.
+
+    The node's inference and refinement threads (and other processes) share 2 cores, and
+    OpenMP threads spinning for a descheduled peer make 2-thread runs several times slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager

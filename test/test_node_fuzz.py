@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import Image
 
 from fmdepth_ros.ros import conversions as conv
-from node_helpers import make_node, ros_graph
+from node_helpers import make_node, one_torch_thread, ros_graph  # noqa: F401
 
 pytestmark = pytest.mark.ros
 

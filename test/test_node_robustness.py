@@ -19,8 +19,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from fmdepth_ros.data.synth import render_sequence
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros.model_setup import StartupError
-from node_helpers import (executor_for, frame_messages, header, make_node, ros_graph,
-                          spin_until)
+from node_helpers import (executor_for, frame_messages, header, make_node,  # noqa: F401
+                          one_torch_thread, ros_graph, spin_until)
 
 pytestmark = pytest.mark.ros
 

@@ -74,8 +74,8 @@ class CameraInfoCache:
     def match(self, stamp_ns, wait=0.0):
         """Return ``(msg, K, exact)`` for an image stamp, or None when none is valid yet.
 
-        When the exact stamp is missing but the newest camera_info is older than the image
-        (its camera_info is probably in flight on another thread), wait up to ``wait`` seconds.
+        When the exact stamp is missing and no newer camera_info exists (the image's
+        camera_info is probably in flight on another thread), wait up to ``wait`` seconds.
         """
         deadline = time.monotonic() + wait
         with self._cond:
@@ -84,7 +84,7 @@ class CameraInfoCache:
                 if hit is not None:
                     return hit[0], hit[1], True
                 remaining = deadline - time.monotonic()
-                if (remaining <= 0 or self.latest is None or self.latest[2] >= stamp_ns):
+                if remaining <= 0 or (self.latest is not None and self.latest[2] >= stamp_ns):
                     break
                 self._cond.wait(remaining)
             if self.latest is None:

@@ -29,16 +29,19 @@ from fmdepth_ros.cli import CliError
 
 def configure_parser(parser):
     """Add the ``fmdepth demo`` arguments to ``parser``."""
-    parser.add_argument('--frames', type=int, default=30,
-                        help='frames of the synthetic sequence (default 30)')
+    parser.add_argument('--frames', type=int, default=20,
+                        help='frames of the synthetic sequence (default 20)')
     parser.add_argument('--out', default='demo_out', help='output directory (default demo_out/)')
-    parser.add_argument('--passes', type=int, default=8,
-                        help='times the sequence is played while refinement learns (default 8)')
-    parser.add_argument('--iterations', type=int, default=8,
-                        help='refinement Adam steps per window (default 8)')
-    parser.add_argument('--lr', type=float, default=5e-4, help='refinement learning rate')
-    parser.add_argument('--budget', type=float, default=420.0,
-                        help='seconds of learning before the final pass (default 420)')
+    parser.add_argument('--passes', type=int, default=10,
+                        help='times the sequence is played; the last one without learning '
+                             '(default 10)')
+    parser.add_argument('--iterations', type=int, default=4,
+                        help='refinement Adam steps per window (default 4)')
+    parser.add_argument('--lr', type=float, default=1e-4,
+                        help='refinement learning rate (default 1e-4, the paper\'s)')
+    parser.add_argument('--budget', type=float, default=360.0,
+                        help='seconds of learning; then refinement stops and one final pass '
+                             'is measured (default 360)')
     parser.add_argument('--seed', type=int, default=0, help='scene and network seed')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch threads (default: all cores)')
@@ -92,8 +95,11 @@ class _DemoGraph:
             self.executor.spin_once(timeout_sec=0.02)
         return condition()
 
-    def play(self, seq, stamp_offset_ns):
-        """Publish every frame, lock-step (each frame's depth, then an idle refiner)."""
+    def play(self, seq, stamp_offset_ns, deadline=None):
+        """Publish every frame, lock-step (its depth and odom, then an idle refiner).
+
+        Refinement is switched off once ``time.monotonic()`` passes ``deadline``.
+        """
         from std_msgs.msg import Header
 
         from fmdepth_ros.ros import conversions as conv
@@ -104,8 +110,13 @@ class _DemoGraph:
             height, width = seq.images.shape[1:3]
             self.info_pub.publish(conv.camera_info_for(header, seq.K, width, height))
             self.image_pub.publish(conv.rgb_to_image(seq.images[i], header))
-            if not self.spin_until(lambda: stamp in self.depth, 120.0):
+            answered = (lambda: stamp in self.depth) if i == 0 else (
+                lambda: stamp in self.depth and stamp in self.odom)
+            if not self.spin_until(answered, 120.0):
                 raise CliError(f'the node did not answer frame {i} within 120 s')
+            if deadline is not None and time.monotonic() > deadline and self.node.p['refine']:
+                self.node.set_runtime_parameters(refine=False)
+                print(f'learning budget used up at frame {i}: refinement off', flush=True)
             self.node.refiner.wait_idle(300.0)
             stamps.append(stamp)
         return stamps
@@ -226,10 +237,10 @@ def run(args):
             pass_offset = (len(seq) + 20) * period        # > max_frame_gap: window reset
             passes = []
             for p in range(args.passes):
-                last_pass = p == args.passes - 1 or time.monotonic() - start > args.budget
+                last_pass = p == args.passes - 1 or not graph.node.p['refine']
                 if last_pass:
                     graph.node.set_runtime_parameters(refine=False)
-                passes.append(graph.play(seq, p * pass_offset))
+                passes.append(graph.play(seq, p * pass_offset, start + args.budget))
                 stats = graph.node.refiner.stats()
                 print(f'pass {p + 1}: AbsRel {_pass_errors(graph, seq, passes[-1]):.3f}, '
                       f'refined windows {stats["processed"]} (reverted {stats["reverted"]}), '

@@ -12,6 +12,8 @@ from fmdepth_ros.inference import DepthPredictor
 from fmdepth_ros.networks.depth_net import DepthNet
 
 
+@pytest.mark.slow
+@pytest.mark.ros
 def test_bench_cli_prints_table_and_writes_json(tmp_path, capsys):
     """A tiny CPU run prints every row and writes every documented JSON field."""
     out = tmp_path / 'bench.json'

@@ -75,20 +75,27 @@ def test_ament_index_marker_and_share_files():
 
 
 def test_depth_node_is_where_ros2_launch_looks():
-    """``<prefix>/lib/fmdepth_ros/depth_node`` is an executable running this tree's code."""
-    path = os.path.join(install_prefix(), 'lib', PACKAGE, 'depth_node')
+    """``<prefix>/lib/fmdepth_ros/depth_node`` runs the node (this tree's code in a dev venv)."""
+    prefix = install_prefix()
+    path = os.path.join(prefix, 'lib', PACKAGE, 'depth_node')
     assert os.path.isfile(path) and os.access(path, os.X_OK), path
     with open(path, encoding='utf-8') as f:
         text = f.read()
+    if text.startswith('#!/bin/sh') and 'bin/depth_node' in text:  # a pip wheel's launcher
+        path = os.path.join(prefix, 'bin', 'depth_node')
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
     interpreter = text.splitlines()[0][2:].split()[0]
     assert text.startswith('#!') and os.access(interpreter, os.X_OK), f'bad shebang in {path}'
     assert 'fmdepth_ros.ros.depth_node' in text
+    if not os.path.isfile(os.path.join(prefix, '.fmdepth_setup_stamp')):
+        return  # not a venv of scripts/setup_env.sh: a regular install of some version
     proc = subprocess.run(
         [interpreter, '-c', 'import fmdepth_ros; print(fmdepth_ros.__file__)'],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert os.path.dirname(os.path.realpath(proc.stdout.strip())) == os.path.realpath(CORE), (
-        'the installed interpreter does not run this working tree (editable install?)')
+        'the venv does not run this working tree (setup_env.sh installs it in editable mode)')
 
 
 def test_depth_node_entry_point_exists():

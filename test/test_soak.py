@@ -1,0 +1,149 @@
+"""Soak: many synthetic frames through the fmdepth node in-process (issue 9, item 3).
+
+One :func:`fmdepth_ros.ros.soak.run_soak` run (real rclpy, real networks, online refinement on)
+is shared by the checks below: resident memory stays flat after the warm-up, every frame is
+answered exactly once and in order, the refinement queue stays bounded, nothing fails.
+
+The run publishes ``FMDEPTH_SOAK_FRAMES`` frames (default 1000, about 1-3 min on 2 shared CPU
+cores); the 10,000-frame soak of the issue is ``FMDEPTH_SOAK_FRAMES=10000`` or
+``fmdepth soak`` (numbers in docs/reliability.md). Smaller unit tests show that each check
+detects the failure it is meant to catch.
+"""
+
+import argparse
+import os
+
+import pytest
+
+from fmdepth_ros.cli import CliError
+from fmdepth_ros.ros import soak
+
+FRAMES = int(os.environ.get('FMDEPTH_SOAK_FRAMES', '1000'))
+WARMUP = 200                 # frames; 4 refinement windows happen before the start RSS
+REFINE_EVERY = 50
+# Settled RSS (gc + malloc_trim, refiner idle) may move by a few MiB between samples; a leak
+# of one 64x64 RGB image per frame would add 12 KiB/frame = 12 MiB per 1000 frames.
+MAX_RSS_GROWTH_MIB = 24.0
+
+
+@pytest.fixture(scope='module')
+def soak_result():
+    """Run the soak once for the module (torch limited to 1 thread, restored afterwards)."""
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        result = soak.run_soak(frames=FRAMES, width=64, height=64, refine=True,
+                               refine_every=REFINE_EVERY, refine_iterations=1,
+                               warmup=WARMUP, sample_every=100, torch_threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_soak_memory_stays_flat(soak_result, capsys):
+    """RSS after the warm-up and at the end differ by less than MAX_RSS_GROWTH_MIB."""
+    with capsys.disabled():
+        print('\n' + soak.format_soak(soak_result))
+    growth = soak_result['rss_growth_mb']
+    assert growth < MAX_RSS_GROWTH_MIB, (
+        f'RSS grew by {growth:.1f} MiB over {FRAMES - WARMUP} frames '
+        f'(samples {soak_result["rss_samples_mb"]})')
+    assert soak_result['threads_end'] <= soak_result['threads_start']
+    assert soak_result['fds_end'] <= soak_result['fds_start'] + 2
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_soak_every_frame_answered_once_in_order(soak_result):
+    """depth/image and depth/camera_info answer each published frame once, in order."""
+    for key in ('depth', 'info'):
+        counts = soak_result[key]
+        assert counts == {'answered': FRAMES, 'missing': 0, 'duplicates': 0,
+                          'order_violations': 0, 'unknown': 0}, key
+    assert soak_result['given_up'] == 0
+    odom = soak_result['odom']
+    # No odometry for the first frame and the first frame after the bag loop.
+    assert odom['answered'] == FRAMES - 2
+    assert odom['duplicates'] == odom['order_violations'] == odom['unknown'] == 0
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_soak_refinement_queue_bounded_and_no_errors(soak_result):
+    """The refiner ran, its queue never exceeded its bound, nothing failed or warned."""
+    refine = soak_result['refine_stats']
+    assert refine['queue_max'] <= refine['queue_size']
+    assert refine['processed'] >= FRAMES // REFINE_EVERY // 2
+    assert refine['errors'] == 0 and soak_result['node_errors'] == 0
+    assert soak_result['warnings'] == {soak.EXPECTED_LOOP_WARNING: 1}
+    assert soak.check_soak(soak_result, MAX_RSS_GROWTH_MIB) == []
+
+
+# ------------------------------------------------------------- the checks catch failures
+def test_soak_stamps_loop_back_once_and_stay_unique():
+    """With loop=True the stamps go back in time exactly once and never repeat."""
+    stamps = soak.soak_stamps(100, loop=True)
+    backwards = [i for i in range(1, 100) if stamps[i] < stamps[i - 1]]
+    assert backwards == [50]
+    assert len(set(stamps)) == 100
+    assert max(stamps[50:]) < min(stamps[:50])
+    plain = soak.soak_stamps(100, loop=False)
+    assert all(b > a for a, b in zip(plain, plain[1:]))
+
+
+def test_answer_tracker_detects_duplicates_order_unknown_and_missing():
+    """Each kind of bad answer stream is counted."""
+    tracker = soak.AnswerTracker('depth/image')
+    for index, stamp in enumerate((10, 20, 30, 40)):
+        tracker.sent(stamp, index)
+    for stamp in (10, 30, 20, 30, 99):
+        tracker.answer(stamp)
+    assert tracker.report() == {'answered': 3, 'missing': 1, 'duplicates': 1,
+                                'order_violations': 1, 'unknown': 1}
+    odom = soak.AnswerTracker('odom', expect_all=False)
+    odom.sent(10, 0)
+    assert odom.missing() == 0
+
+
+def _clean_result():
+    ok = {'answered': 10, 'missing': 0, 'duplicates': 0, 'order_violations': 0, 'unknown': 0}
+    return {'frames': 10, 'loop': True, 'depth': dict(ok), 'info': dict(ok),
+            'odom': dict(ok, answered=8), 'node_errors': 0, 'rss_growth_mb': 1.0,
+            'refine_stats': {'queue_max': 2, 'queue_size': 2, 'errors': 0},
+            'warnings': {soak.EXPECTED_LOOP_WARNING: 1}}
+
+
+@pytest.mark.parametrize('damage, expected', [
+    (lambda r: r['depth'].update(duplicates=1), 'depth: 1 duplicates'),
+    (lambda r: r['info'].update(missing=3), 'info: 3 missing'),
+    (lambda r: r['odom'].update(order_violations=2), 'odom: 2 order violations'),
+    (lambda r: r['refine_stats'].update(queue_max=3), 'refinement queue reached 3'),
+    (lambda r: r['refine_stats'].update(errors=1), 'refinement errors: 1'),
+    (lambda r: r.update(node_errors=4), 'node processing errors: 4'),
+    (lambda r: r['warnings'].update(bad_image=1), 'warnings'),
+    (lambda r: r.update(rss_growth_mb=50.0), 'RSS grew by 50.0 MiB'),
+])
+def test_check_soak_reports_each_failure(damage, expected):
+    """check_soak passes a clean result and names each kind of failure."""
+    result = _clean_result()
+    assert soak.check_soak(result, max_rss_growth_mb=10.0) == []
+    damage(result)
+    problems = soak.check_soak(result, max_rss_growth_mb=10.0)
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--width', '32', '--height', '64'], 'at least 64'),
+    (['--width', '100'], 'multiples of 32'),
+    (['--frames', '0'], 'must be >= 1'),
+    (['--refine-iterations', '0'], '--refine-iterations'),
+])
+def test_cli_rejects_bad_arguments_with_one_line(argv, message):
+    """Bad `fmdepth soak` arguments raise a one-line CliError before anything starts."""
+    parser = argparse.ArgumentParser()
+    soak.configure_parser(parser)
+    with pytest.raises(CliError, match=message) as info:
+        soak.run(parser.parse_args(argv))
+    assert '\n' not in str(info.value)

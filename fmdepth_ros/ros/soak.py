@@ -310,10 +310,7 @@ def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=50,
         with cond:
             given_up += _wait_for_room(cond, outstanding, 1, frame_timeout, drain=True)
         wall = time.monotonic() - start
-        settle = time.monotonic() + 2.0   # the node counts a frame just after publishing it
-        while (node.stats.published < trackers['depth/image'].count
-               and time.monotonic() < settle):
-            time.sleep(0.01)
+        _wait_for_last_answers(node, trackers)
         rss_peak = max(rss_peak or 0, rss_bytes())
         rss_end = _settled_sample(refiner, frame_timeout)
         samples.append((frames, round(rss_end / MIB, 2)))
@@ -324,7 +321,7 @@ def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=50,
             'fps': round((frames - warmup) / wall, 2) if wall > 0 else None,
             'rss_start_mb': round(rss_start / MIB, 2), 'rss_end_mb': round(rss_end / MIB, 2),
             'rss_growth_mb': round((rss_end - rss_start) / MIB, 2),
-            'rss_peak_mb': round(rss_peak / MIB, 2),
+            'rss_peak_mb': round(max(rss_peak, max(r for _, r in samples) * MIB) / MIB, 2),
             'rss_slope_kib_per_1k': _slope_kib_per_1k(samples),
             'rss_samples_mb': samples,
             'depth': trackers['depth/image'].report(),
@@ -384,6 +381,18 @@ def _wait_for_discovery(node, image_pub, info_pub, timeout=20.0):
         if time.monotonic() > deadline:
             raise RuntimeError(f'the soak probe and the node did not discover each other within '
                                f'{timeout:.0f} s')
+        time.sleep(0.01)
+
+
+def _wait_for_last_answers(node, trackers, timeout=5.0):
+    """Let the last frame's camera_info and odom answers (sent after its depth) arrive."""
+    deadline = time.monotonic() + timeout
+    depth = trackers['depth/image'].count
+    while time.monotonic() < deadline:
+        # The node counts a frame (and a pose) just after publishing it.
+        if (node.stats.published >= depth and trackers['depth/camera_info'].count >= depth
+                and trackers['odom'].count >= node.stats.poses):
+            return
         time.sleep(0.01)
 
 

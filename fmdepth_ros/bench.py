@@ -132,6 +132,8 @@ def optimised_options(device, args):
 def describe_options(opts):
     """One-line description of the optimised path's settings."""
     parts = [f'{opts["precision"]} autocast' if opts['precision'] != 'fp32' else 'fp32']
+    if opts.get('cast_weights'):
+        parts[0] = f'{opts["precision"]} weights'
     if opts['channels_last']:
         parts.append('channels_last')
     if opts['compile']:

@@ -87,6 +87,7 @@ def test_disparity_and_depth_are_consistent(depth_net, cfg):
     ({'channels_last': True}, 1e-4),
     ({'precision': 'bf16'}, 3e-2),
     ({'precision': 'bf16', 'channels_last': True}, 3e-2),
+    ({'precision': 'bf16', 'channels_last': True, 'cast_weights': True}, 3e-2),
     ({'cuda_graphs': True}, 1e-6),   # CPU: ignored with a note, must still be exact
 ])
 def test_optimisation_toggles_give_the_same_depth(depth_net, cfg, options, tolerance):
@@ -102,6 +103,20 @@ def test_optimisation_toggles_give_the_same_depth(depth_net, cfg, options, toler
     assert _max_rel(depth, eager) < tolerance
     if options.get('cuda_graphs'):
         assert any('CUDA graphs' in note for note in optimised.notes)
+    if options.get('cast_weights'):
+        assert all(p.dtype == torch.bfloat16 for p in optimised.net.parameters())
+
+
+def test_weight_swap_into_low_precision_weights(depth_net, cfg):
+    """fp32 refined weights are cast while copied into a bf16-weight predictor."""
+    torch.manual_seed(4)
+    other = DepthNet(18).eval()
+    image = _image(64, 192, seed=7)
+    options = {'precision': 'bf16', 'cast_weights': True}
+    predictor = DepthPredictor(depth_net, cfg, **options)
+    predictor.load_depth_state({'depth_net': other.state_dict()})
+    np.testing.assert_array_equal(predictor.predict(image),
+                                  DepthPredictor(other, cfg, **options).predict(image))
 
 
 @pytest.mark.skipif(os.environ.get('FMDEPTH_TEST_COMPILE') != '1',
@@ -299,6 +314,7 @@ def test_fast_options():
     opts = fast_options('cpu')
     assert opts['channels_last'] and not opts['cuda_graphs'] and not opts['compile']
     assert opts['precision'] == ('bf16' if cpu_has_native_bf16() else 'fp32')
+    assert opts['cast_weights'] == (opts['precision'] != 'fp32')
     assert fast_options('cpu', 'fp16')['precision'] == 'fp16'
     with pytest.raises(ValueError, match='precision'):
         fast_options('cpu', 'fp8')

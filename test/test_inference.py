@@ -13,7 +13,6 @@ from fmdepth_ros.geometry import invert_pose, pose_from_axisangle
 from fmdepth_ros.inference import (DepthPredictor, PoseEstimator, cpu_has_native_bf16,
                                    fast_options, select_device)
 from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
-from fmdepth_ros.networks.pose_net import PoseNet
 
 
 @pytest.fixture(scope='module')
@@ -284,20 +283,22 @@ def test_pose_direction_is_earlier_from_later(cfg):
     np.testing.assert_allclose(estimator.estimate(bright, dark), T_swapped.numpy(), atol=1e-6)
 
 
-def test_pose_matches_official_source_frame_convention(cfg):
-    """estimate(I_-1, I_0) is T_src_tgt for source -1; estimate(I_0, I_1) inverts it for +1."""
+def test_pose_matches_training_convention(cfg):
+    """estimate(I_-1, I_0) is the T_src_tgt training uses for source -1; +1 is its inverse."""
+    from fmdepth_ros.checkpoint import build_model
     torch.manual_seed(3)
-    pose_net = PoseNet(18, input_size=(cfg.model.pose_height, cfg.model.pose_width)).eval()
+    model = build_model(cfg).eval()
     images = [_image(64, 192, seed=s) for s in (10, 11, 12)]   # frames -1, 0, +1
-    estimator = PoseEstimator(pose_net, cfg)
-    tensors = [torch.from_numpy(i).permute(2, 0, 1)[None].float() / 255 for i in images]
+    estimator = PoseEstimator(model, cfg)
+    by_id = dict(zip((-1, 0, 1), images))
+    batch = torch.stack([torch.from_numpy(by_id[fid]).permute(2, 0, 1).float() / 255
+                         for fid in cfg.model.frame_ids])[None]
     with torch.no_grad():
-        T_m1_0 = pose_from_axisangle(*pose_net(tensors[0], tensors[1]), invert=True)[0]
-        T_1_0 = pose_from_axisangle(*pose_net(tensors[1], tensors[2]))[0]
-    np.testing.assert_allclose(estimator.estimate(images[0], images[1]), T_m1_0.numpy(),
+        poses = model.predict_poses(batch)
+    np.testing.assert_allclose(estimator.estimate(by_id[-1], by_id[0]), poses[-1][0].numpy(),
                                atol=1e-5)
-    np.testing.assert_allclose(np.linalg.inv(estimator.estimate(images[1], images[2])),
-                               T_1_0.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.inv(estimator.estimate(by_id[0], by_id[1])),
+                               poses[1][0].numpy(), atol=1e-5)
 
 
 def test_load_pose_state(cfg):

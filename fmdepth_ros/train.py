@@ -105,6 +105,20 @@ def _check_args(args):
         raise CliError(f'--init: no such checkpoint: {args.init}')
 
 
+def _run_config(out):
+    """Return the configuration of an existing run (RUN_DIR/config.yaml, else the checkpoint)."""
+    from fmdepth_ros.checkpoint import CheckpointError, load_checkpoint
+    from fmdepth_ros.config import load_config
+    from fmdepth_ros.trainer import CHECKPOINT_NAME
+    path = os.path.join(out, 'config.yaml')
+    try:
+        if os.path.isfile(path):
+            return load_config(path)
+        return load_checkpoint(os.path.join(out, CHECKPOINT_NAME))[1]
+    except (CheckpointError, ValueError, OSError) as exc:
+        raise CliError(f'--resume: {exc}') from None
+
+
 def _make_dataset(args, cfg):
     from fmdepth_ros.data import make_dataset
     try:
@@ -150,11 +164,7 @@ def run(args):
     try:
         if args.resume:
             # The dataset must be built with the run's own configuration (input size).
-            from fmdepth_ros.checkpoint import load_checkpoint
-            try:
-                _, cfg, _ = load_checkpoint(os.path.join(args.out, CHECKPOINT_NAME))
-            except CheckpointError as exc:
-                raise CliError(str(exc)) from None
+            cfg = _run_config(args.out)
         dataset = _make_dataset(args, cfg)
         try:
             trainer = Trainer(cfg, dataset, args.out, dist=info, stage=args.stage,

@@ -79,6 +79,7 @@ def test_paper_schedule_from_config():
     assert (small.model.height, small.model.width) == (192, 640)
     cpu = load_config(os.path.join(ROOT, 'config', 'synthetic_cpu.yaml'))
     assert cpu.model.depth_layers == 18 and cpu.train.num_workers == 0
+    assert (cpu.model.height, cpu.model.width) == (64, 96)
 
 
 def test_resumable_sampler_skips_the_head_of_the_same_order():

@@ -173,7 +173,7 @@ class _ImageUploader:
 
     def upload(self, image):
         """Copy the numpy ``image`` into the device buffer (asynchronously on CUDA)."""
-        self.host.copy_(torch.from_numpy(image))
+        np.copyto(self.host.numpy(), image)   # also fine for read-only (ROS buffer) arrays
         if self.device_u8 is not self.host:
             self.device_u8.copy_(self.host, non_blocking=True)
 

@@ -215,6 +215,12 @@ def test_weight_swap_is_thread_safe(depth_net, cfg):
 def test_input_validation(depth_net, cfg):
     """Bad images and precisions raise clear ValueErrors."""
     predictor = DepthPredictor(depth_net, cfg)
+    image = _image(64, 192, seed=8)
+    read_only = np.frombuffer(image.tobytes(), np.uint8).reshape(image.shape)   # like a ROS msg
+    assert not read_only.flags.writeable
+    np.testing.assert_array_equal(predictor.predict(read_only), predictor.predict(image))
+    flipped = np.ascontiguousarray(image[:, :, ::-1])[:, :, ::-1]   # non-contiguous view
+    np.testing.assert_array_equal(predictor.predict(flipped), predictor.predict(image))
     with pytest.raises(ValueError, match='uint8'):
         predictor.predict(np.zeros((64, 192, 3), np.float32))
     with pytest.raises(ValueError, match='uint8'):

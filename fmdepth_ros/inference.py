@@ -15,7 +15,12 @@ Per frame, :class:`DepthPredictor` does:
 
 Buffers are allocated once per input size (re-allocated only when the size changes), so the
 steady state allocates no large tensors beyond what the network itself needs (and under CUDA
-graphs not even that). There are no Python loops over pixels.
+graphs not even that). There are no Python loops over pixels. On CUDA every frame runs on a
+high-priority stream of its own (background refinement on the default stream does not queue in
+front of it); a CUDA out-of-memory error moves inference to the CPU with a warning.
+:func:`fast_options` gives the recommended optimisation settings for a device;
+:meth:`DepthPredictor.load_depth_state` copies refined weights in place under a lock, so
+compiled code and captured graphs stay valid.
 
 Pose direction (:class:`PoseEstimator`): like the official FeatDepth / Monodepth2 code, PoseNet
 is fed a time-ordered pair ``[I_earlier, I_later]``. Its output ``(axisangle, translation)``

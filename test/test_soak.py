@@ -21,8 +21,10 @@ from fmdepth_ros.ros import soak
 FRAMES = int(os.environ.get('FMDEPTH_SOAK_FRAMES', '1000'))
 WARMUP = 200                 # frames; 4 refinement windows happen before the start RSS
 REFINE_EVERY = 50
-# Settled RSS (gc + malloc_trim, refiner idle) may move by a few MiB between samples; a leak
-# of one 64x64 RGB image per frame would add 12 KiB/frame = 12 MiB per 1000 frames.
+# Settled RSS (gc + malloc_trim, refiner idle) moves by up to ~5 MiB between samples and creeps
+# ~6 MiB over 10,000 frames (docs/reliability.md). 24 MiB over the 800 measured frames catches
+# a leak of >= 30 KiB per frame (e.g. keeping each frame's image, depth map and messages:
+# 12 + 16 + 28 KiB at 64x64); the 10,000-frame run catches >= 2.5 KiB per frame.
 MAX_RSS_GROWTH_MIB = 24.0
 
 

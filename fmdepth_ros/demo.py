@@ -43,6 +43,9 @@ def configure_parser(parser):
                         help='seconds of learning; then refinement stops and one final pass '
                              'is measured (default 360)')
     parser.add_argument('--seed', type=int, default=0, help='scene and network seed')
+    parser.add_argument('--weights', default='',
+                        help='start from this checkpoint (e.g. a short `fmdepth train` run on '
+                             '`fmdepth synth` data) instead of random weights')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch threads (default: all cores)')
 
@@ -63,7 +66,8 @@ class _DemoGraph:
         self.rclpy = rclpy
         self.context = Context()
         rclpy.init(context=self.context)
-        params = {'config_file': config_path, 'device': 'cpu', 'refine': True,
+        params = {'config_file': config_path, 'weights': args.weights, 'device': 'cpu',
+                  'refine': True,
                   'refine_target': 'all', 'refine_iterations': args.iterations,
                   'refine_lr': args.lr, 'refine_guard': True, 'publish_colored': False,
                   'max_frame_gap': 1.0, 'camera_info_wait': 0.2}
@@ -228,7 +232,15 @@ def run(args):
     with tempfile.TemporaryDirectory() as tmp:
         config_path = os.path.join(tmp, 'demo_config.yaml')
         save_config(cfg, config_path)
-        graph = _DemoGraph(config_path, args)
+        if args.weights and not os.path.isfile(args.weights):
+            raise CliError(f'weights file not found: {args.weights}')
+        try:
+            graph = _DemoGraph(config_path, args)
+        except Exception as exc:
+            from fmdepth_ros.ros.model_setup import StartupError
+            if isinstance(exc, StartupError):
+                raise CliError(str(exc)) from None
+            raise
         try:
             if not graph.spin_until(lambda: graph.image_pub.get_subscription_count() > 0
                                     and graph.node.depth_pub.get_subscription_count() > 0, 30):

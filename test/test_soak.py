@@ -21,11 +21,13 @@ from fmdepth_ros.ros import soak
 FRAMES = int(os.environ.get('FMDEPTH_SOAK_FRAMES', '1000'))
 WARMUP = 200                 # frames; 4 refinement windows happen before the start RSS
 REFINE_EVERY = 50
-# Settled RSS (gc + malloc_trim, refiner idle) moves by up to ~5 MiB between samples and creeps
-# ~6 MiB over 10,000 frames (docs/reliability.md). 24 MiB over the 800 measured frames catches
-# a leak of >= 30 KiB per frame (e.g. keeping each frame's image, depth map and messages:
-# 12 + 16 + 28 KiB at 64x64); the 10,000-frame run catches >= 2.5 KiB per frame.
+# Settled RSS (gc + malloc_trim, refiner idle) moves by up to ~5 MiB between samples, creeps
+# ~6 MiB over 10,000 frames, and the sample after the warm-up was once 17 MiB above the rest
+# (docs/reliability.md). The end-minus-lowest-sample bound over the 800 measured frames catches
+# a leak of >= ~25 KiB per frame (e.g. keeping each frame's depth map and its message: 16 + 16
+# KiB at 64x64); FMDEPTH_SOAK_FRAMES=10000 catches >= ~2 KiB per frame.
 MAX_RSS_GROWTH_MIB = 24.0
+MAX_RSS_GROWTH_FROM_MIN_MIB = 16.0
 
 
 @pytest.fixture(scope='module')
@@ -45,12 +47,15 @@ def soak_result():
 @pytest.mark.ros
 @pytest.mark.slow
 def test_soak_memory_stays_flat(soak_result, capsys):
-    """RSS after the warm-up and at the end differ by less than MAX_RSS_GROWTH_MIB."""
+    """RSS grows by less than the bounds from the warm-up and from its lowest sample."""
     with capsys.disabled():
         print('\n' + soak.format_soak(soak_result))
     growth = soak_result['rss_growth_mb']
     assert growth < MAX_RSS_GROWTH_MIB, (
         f'RSS grew by {growth:.1f} MiB over {FRAMES - WARMUP} frames '
+        f'(samples {soak_result["rss_samples_mb"]})')
+    assert soak_result['rss_growth_from_min_mb'] < MAX_RSS_GROWTH_FROM_MIN_MIB, (
+        f'RSS grew by {soak_result["rss_growth_from_min_mb"]:.1f} MiB from its lowest sample '
         f'(samples {soak_result["rss_samples_mb"]})')
     assert soak_result['threads_end'] <= soak_result['threads_start']
     assert soak_result['fds_end'] <= soak_result['fds_start'] + 2

@@ -211,7 +211,9 @@ def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=50,
 
     Returns:
         dict: ``frames``, ``wall_s``, ``fps``, ``rss_start_mb``/``rss_end_mb``/
-        ``rss_growth_mb`` (settled RSS after the warm-up and at the end), ``rss_peak_mb``
+        ``rss_growth_mb`` (settled RSS after the warm-up and at the end),
+        ``rss_growth_from_min_mb`` (end minus the lowest sample: a leak shows here even when
+        the start sample was high by chance), ``rss_peak_mb``
         (plain RSS, highest sample), ``rss_slope_kib_per_1k`` (least-squares slope of the
         samples after the warm-up), ``rss_samples_mb`` [(frame, MiB)], per-topic answer
         counts (``depth``, ``info``, ``odom``: answered, missing, duplicates,
@@ -322,6 +324,7 @@ def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=50,
             'rss_start_mb': round(rss_start / MIB, 2), 'rss_end_mb': round(rss_end / MIB, 2),
             'rss_growth_mb': round((rss_end - rss_start) / MIB, 2),
             'rss_peak_mb': round(max(rss_peak, max(r for _, r in samples) * MIB) / MIB, 2),
+            'rss_growth_from_min_mb': round(rss_end / MIB - min(r for _, r in samples), 2),
             'rss_slope_kib_per_1k': _slope_kib_per_1k(samples),
             'rss_samples_mb': samples,
             'depth': trackers['depth/image'].report(),
@@ -454,7 +457,8 @@ def format_soak(result):
         f'time: {result["wall_s"]:.1f} s after {result["warmup"]} warm-up frames '
         f'({result["fps"]} frames/s)',
         f'RSS (settled): start {result["rss_start_mb"]:.1f} MiB, end '
-        f'{result["rss_end_mb"]:.1f} MiB, growth {result["rss_growth_mb"]:+.1f} MiB, slope '
+        f'{result["rss_end_mb"]:.1f} MiB, growth {result["rss_growth_mb"]:+.1f} MiB (from the '
+        f'lowest sample {result["rss_growth_from_min_mb"]:+.1f} MiB), slope '
         f'{result["rss_slope_kib_per_1k"]} KiB/1000 frames; peak {result["rss_peak_mb"]:.1f} MiB',
         'RSS samples (frame: MiB): ' + ', '.join(f'{f}: {m:.0f}'
                                                  for f, m in result['rss_samples_mb']),

@@ -69,6 +69,7 @@ def synth_dir(tmp_path_factory):
     return str(out)
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_hold_identical_weights_after_a_step(synth_dir, tmp_path):
     """Gradients are all-reduced: both ranks end with equal weights, different from the init.
 
@@ -103,6 +104,7 @@ def test_two_gloo_ranks_hold_identical_weights_after_a_step(synth_dir, tmp_path)
         'depth_net.encoder.conv1.weight'], a['depth_net.encoder.conv1.weight'])
 
 
+@pytest.mark.slow
 def test_torchrun_cli_two_processes(synth_dir, tmp_path):
     """``torchrun --nproc_per_node 2 -m fmdepth_ros.cli train`` runs, resumes, logs on rank 0."""
     config = tmp_path / 'tiny.yaml'

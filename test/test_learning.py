@@ -56,7 +56,7 @@ def depth_metrics(model, seq, cfg):
 @pytest.mark.slow
 def test_training_lowers_abs_rel_on_held_out_synthetic_sequence(tmp_path):
     """Self-supervised CPU training cuts AbsRel well below the untrained network's."""
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)     # robust on a shared machine; ~2 min CPU in all
     cfg = learning_config()
     config = tmp_path / 'learn.yaml'
     save_config(cfg, str(config))

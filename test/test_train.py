@@ -132,6 +132,7 @@ def _state(path):
     return model.state_dict(), info
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_and_logs_tensorboard(synth_dir, tiny_config, tmp_path):
     """6 steps straight == 3 steps + resume to 6 (model, optimiser, RNG, data order)."""
     straight = tmp_path / 'straight'
@@ -182,6 +183,7 @@ def test_resume_changes_nothing_when_the_run_is_complete(synth_dir, tiny_config,
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_resume_continues(synth_dir, tiny_config, tmp_path):
     """Ctrl-C in a real subprocess: checkpoint written, exit code 130, --resume goes on."""
     out = tmp_path / 'run'

@@ -87,9 +87,10 @@ def refine_on_batch(model, batch, iterations=20, lr=1e-4, target='decoder', guar
         dict with ``loss_before``, ``loss_after`` (eval-mode losses on ``batch``; ``loss_after``
         is the kept weights' loss), ``reverted`` (bool), ``iterations`` run and ``seconds``.
 
-    The refined modules run in train mode during the steps (BatchNorm adapts to the new
-    images); the other modules stay in eval mode and their parameters get no gradients.
-    Both losses are measured in eval mode so the guard compares like with like.
+    The whole model stays in eval mode during the steps: BatchNorm keeps its running
+    statistics (a single window is too small a batch for batch statistics) and dropout is off,
+    so the optimised loss is exactly the one the guard measures before and after. Parameters
+    outside ``target`` get no gradients.
     """
     if iterations < 0 or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f'iterations must be >= 0 and lr > 0, got {iterations}, {lr}')
@@ -110,8 +111,6 @@ def refine_on_batch(model, batch, iterations=20, lr=1e-4, target='decoder', guar
         for p in params:
             p.requires_grad_(True)
         optimizer = torch.optim.Adam(params, lr=lr)
-        for module in modules:
-            module.train()
         for _ in range(iterations):
             total, _, _ = model.depth_losses(batch)
             if not torch.isfinite(total):
@@ -120,7 +119,6 @@ def refine_on_batch(model, batch, iterations=20, lr=1e-4, target='decoder', guar
             total.backward()
             optimizer.step()
             ran += 1
-        model.eval()
         loss_after = _loss_value(model, batch)
         reverted = False
         worse = not math.isfinite(loss_after) or (

@@ -112,10 +112,13 @@ def run_sequence(executor, probe, fmdepth, seq, wait_refiner=False, offset_ns=0)
     assert spin_until(executor, matched, 10.0)
     headers = []
     start = len(probe.got['depth'])
+    done = fmdepth.stats.published
     for i in range(len(seq)):
         headers.append(probe.send(seq, i, offset_ns))
         count = start + len(headers)
-        assert spin_until(executor, lambda: len(probe.got['depth']) >= count, 60.0), \
+        # depth received and the node's frame processing (incl. the refinement submit) over
+        assert spin_until(executor, lambda: len(probe.got['depth']) >= count
+                          and fmdepth.stats.published >= done + i + 1, 60.0), \
             f'no depth for frame {i}'
         if wait_refiner:
             assert fmdepth.refiner.wait_idle(300.0)

@@ -20,7 +20,7 @@ SUBCOMMANDS = {
     'kitti2bag': ('fmdepth_ros.kitti2bag', 'convert a KITTI raw drive to a rosbag2 bag'),
     'replay': ('fmdepth_ros.ros.replay', 'play a rosbag2 bag through rclpy'),
     'record': ('fmdepth_ros.ros.record', 'run the node on a bag and store its outputs'),
-    'demo': ('fmdepth_ros.demo', 'run the node live on the built-in synthetic sequence'),
+    'demo': ('fmdepth_ros.ros.demo', 'run the node live on the built-in synthetic sequence'),
     'soak': ('fmdepth_ros.ros.soak', 'long-run reliability check of the node'),
 }
 

@@ -79,7 +79,8 @@ def test_ros2_launch_publishes_depth_on_remapped_topics():
                 executor.shutdown()
                 probe.destroy_node()
     finally:
-        proc.send_signal(signal.SIGINT)          # ros2 launch stops its nodes on SIGINT only
+        # Ctrl-C in a terminal: SIGINT to the whole group (ros2 launch forwards one more)
+        os.killpg(proc.pid, signal.SIGINT)
         try:
             output, _ = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
@@ -88,3 +89,4 @@ def test_ros2_launch_publishes_depth_on_remapped_topics():
     assert received, f'no depth on /fm/depth/image; launch output:\n{output[-3000:]}'
     assert received[0].encoding == '32FC1' and received[0].width == 192
     assert 'Traceback' not in output, output[-3000:]
+    assert 'process has finished cleanly' in output, output[-3000:]

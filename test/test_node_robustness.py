@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import rclpy
+import torch
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -248,3 +249,181 @@ def test_corrupt_weights_exit_nonzero_without_traceback(tmp_path, content):
     assert 'Traceback' not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if 'error' in line.lower()]
     assert len(errors) == 1 and str(weights) in errors[0], proc.stderr
+
+
+@pytest.mark.parametrize('size', [{'width': 32}, {'height': 32}, {'width': 32, 'height': 32}])
+def test_network_input_below_64_is_a_one_line_startup_error(size):
+    """32 px passes the descriptor (multiple of 32) but fails every frame: refused at start-up."""
+    with ros_graph() as context:
+        with pytest.raises(StartupError, match='at least 64') as info:
+            make_node(context, **size)
+    assert '\n' not in str(info.value)
+
+
+def test_network_input_of_64_publishes_depth(seq):
+    """The smallest accepted input size (64x64) serves frames."""
+    with ros_graph() as context:
+        n = make_node(context, skip_without_subscribers=False, width=64, height=64,
+                      camera_info_wait=0.0)
+        try:
+            assert Feeder(n, seq).good(0)
+        finally:
+            n.destroy_node()
+
+
+def _fp32_twin(predictor):
+    """Build an fp32 eager DepthPredictor with ``predictor``'s weights (reference output)."""
+    import copy
+    from fmdepth_ros.inference import DepthPredictor
+    net = copy.deepcopy(predictor.net).float().to(memory_format=torch.contiguous_format)
+    return DepthPredictor(net, predictor.cfg, device='cpu', precision='fp32')
+
+
+def test_inference_options_default_to_the_device_recommendation(node, seq):
+    """Precision auto = fast_options('cpu'); no CUDA graphs on the CPU; depth close to fp32."""
+    from fmdepth_ros.inference import fast_options
+    expected = fast_options('cpu')
+    predictor = node.predictor
+    assert predictor.precision == expected['precision']
+    assert predictor.cast_weights == expected['cast_weights']
+    assert predictor.channels_last and not predictor.cuda_graphs and not predictor.compile
+    assert node.pose_estimator.precision == expected['precision']
+    assert not predictor.notes                   # no 'CUDA graphs need a CUDA device' warning
+    image = seq.images[1]
+    depth = predictor.predict(image)
+    reference = _fp32_twin(predictor).predict(image)
+    rel = np.abs(depth - reference) / reference
+    assert np.median(rel) < 0.02 and rel.max() < 0.1, (np.median(rel), rel.max())
+
+
+@pytest.mark.parametrize('precision, channels_last', [('fp32', False), ('bf16', True)])
+def test_inference_options_follow_the_parameters(seq, precision, channels_last):
+    """The precision / channels_last parameters reach the DepthPredictor and PoseEstimator."""
+    with ros_graph() as context:
+        n = make_node(context, skip_without_subscribers=False, precision=precision,
+                      channels_last=channels_last, cuda_graphs=True, camera_info_wait=0.0)
+        try:
+            assert n.predictor.precision == precision
+            assert n.predictor.channels_last == channels_last
+            assert not n.predictor.cuda_graphs and not n.predictor.compile
+            assert n.pose_estimator.precision == precision
+            assert Feeder(n, seq).good(0)
+            assert not n.set_parameters([Parameter('precision', value='fp16')])[0].successful
+        finally:
+            n.destroy_node()
+
+
+def test_unknown_precision_is_a_startup_error():
+    """A precision outside auto/fp32/fp16/bf16 is refused at start-up with the choices."""
+    with ros_graph() as context:
+        with pytest.raises(StartupError, match='precision must be one of'):
+            make_node(context, precision='int8')
+
+
+def test_cuda_request_without_cuda_starts_on_cpu_with_one_warning(seq, capfd):
+    """Device 'cuda' on a machine without CUDA: one clear warning, the node serves on the CPU."""
+    if torch.cuda.is_available():
+        pytest.skip('CUDA is available here')
+    capfd.readouterr()
+    with ros_graph() as context:
+        n = make_node(context, device='cuda', skip_without_subscribers=False,
+                      camera_info_wait=0.0)
+        try:
+            assert n.device == 'cpu' and n.predictor.device.type == 'cpu'
+            assert Feeder(n, seq).good(0)
+        finally:
+            n.destroy_node()
+    output = capfd.readouterr()
+    lines = [line for line in (output.out + output.err).splitlines() if 'CUDA' in line]
+    assert len(lines) == 1, lines
+    assert 'falling back to the CPU' in lines[0] and 'WARN' in lines[0]
+
+
+def _depth_probe(node):
+    """Create a probe node recording depth/image and depth/camera_info."""
+    images, infos = [], []
+    probe = rclpy.create_node('probe_pairs', context=node.context)
+    probe.create_subscription(Image, 'depth/image', images.append, 10)
+    probe.create_subscription(CameraInfo, 'depth/camera_info', infos.append, 10)
+    return probe, images, infos
+
+
+def test_first_frame_waits_for_its_camera_info_and_outputs_pair(seq):
+    """The first image waits for a camera_info still in flight; depth + info share a header."""
+    import threading
+    with ros_graph() as context:
+        n = make_node(context, skip_without_subscribers=False, camera_info_wait=1.0)
+        probe, images, infos = _depth_probe(n)
+        executor = executor_for(context, probe)
+        try:
+            assert spin_until(executor, lambda: n.info_pub.get_subscription_count() > 0, 10.0)
+            for index in range(2):
+                image, info = frame_messages(seq, index)
+                timer = threading.Timer(0.3, n.camera_info_callback, (info,))
+                timer.start()          # camera_info arrives after the image (other thread)
+                n.image_callback(image)
+                timer.join()
+                assert n.stats.inexact_info == 0
+            assert spin_until(executor, lambda: len(images) == 2 and len(infos) == 2, 10.0)
+        finally:
+            executor.shutdown()
+            probe.destroy_node()
+            n.destroy_node()
+    for depth_msg, info_msg, index in zip(images, infos, range(2)):
+        assert depth_msg.header == info_msg.header
+        assert conv.stamp_to_ns(depth_msg.header.stamp) == int(seq.stamps_ns[index])
+        assert (info_msg.width, info_msg.height) == (depth_msg.width, depth_msg.height)
+
+
+def test_frames_stop_waiting_once_camera_info_is_overdue(seq):
+    """Without any camera_info for camera_info_timeout, frames no longer wait camera_info_wait."""
+    import time
+    with ros_graph() as context:
+        n = make_node(context, skip_without_subscribers=False, camera_info_wait=1.0,
+                      camera_info_timeout=0.1)
+        try:
+            feed = Feeder(n, seq)
+            start = time.monotonic()
+            assert feed.good(0, with_info=False)
+            assert time.monotonic() - start >= 0.9          # the first frame waited
+            start = time.monotonic()
+            assert feed.good(1, with_info=False)
+            assert time.monotonic() - start < 0.8, 'frame waited for a camera_info'
+        finally:
+            n.destroy_node()
+
+
+def test_sigint_stops_depth_node_quietly(tmp_path):
+    """SIGINT (twice, as launch + terminal may send) ends depth_node: code 0, no traceback."""
+    import signal
+    import time
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    proc = subprocess.Popen(
+        [sys.executable, '-c', 'import sys; from fmdepth_ros.ros.depth_node import main; '
+         'sys.exit(main())', '--ros-args', '-p', 'device:=cpu', '-r',
+         f'__ns:=/sigint_{os.getpid()}'],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if 'fmdepth ready' in line:
+                break
+        assert any('fmdepth ready' in line for line in lines), ''.join(lines)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    output = ''.join(lines) + output
+    assert 'Traceback' not in output, output[-3000:]
+    assert proc.returncode == 0, output[-3000:]

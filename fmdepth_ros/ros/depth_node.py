@@ -19,6 +19,7 @@ Threads: the image callback runs in its own MutuallyExclusive callback group; ca
 (:class:`fmdepth_ros.refinement.OnlineRefiner`), never on the executor.
 """
 
+import signal
 import sys
 import time
 
@@ -39,7 +40,7 @@ from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros import params as node_params
 from fmdepth_ros.ros.diagnostics import NodeStats, build_diagnostics
 from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningThrottle
-from fmdepth_ros.ros.model_setup import StartupError, load_model
+from fmdepth_ros.ros.model_setup import StartupError, inference_options, load_model
 from fmdepth_ros.ros.tf_publisher import (OdometryChain, StaticTfCache, TF_STATIC_QOS,
                                           TfBroadcaster)
 from fmdepth_ros.scale import DepthScaler
@@ -89,9 +90,14 @@ class DepthNode(Node):
         self.add_post_set_parameters_callback(self._after_set_parameters)
         if self.refiner is not None and self.p['refine']:
             self.refiner.start()
+        opts = self.inference_options
         self.get_logger().info(
             f'fmdepth ready: {self.cfg.model.width}x{self.cfg.model.height} network input on '
-            f'{self.device}, refinement {"on" if self.p["refine"] else "off"}, '
+            f'{self.device} ({opts["precision"]}'
+            + (', channels_last' if opts['channels_last'] else '')
+            + (', CUDA graphs' if opts['cuda_graphs'] else '')
+            + (', torch.compile' if opts['compile'] else '')
+            + f'), refinement {"on" if self.p["refine"] else "off"}, '
             f'scale_mode {self.p["scale_mode"]}')
 
     # ----------------------------------------------------------------------------- set-up
@@ -110,8 +116,14 @@ class DepthNode(Node):
         if device_warning:
             self.get_logger().warning(device_warning)
         self.cfg.refine.queue_size = int(self.p['refine_queue_size'])
-        self.predictor = DepthPredictor(model.depth_net, self.cfg, device=self.device)
-        self.pose_estimator = PoseEstimator(model.pose_net, self.cfg, device=self.device)
+        self.inference_options = inference_options(
+            self.device, self.p['precision'], self.p['channels_last'], self.p['cuda_graphs'],
+            self.p['compile'])
+        self.predictor = DepthPredictor(model.depth_net, self.cfg, device=self.device,
+                                        **self.inference_options)
+        self._notes_logged = self._log_predictor_notes(0)
+        self.pose_estimator = PoseEstimator(model.pose_net, self.cfg, device=self.device,
+                                            precision=self.inference_options['precision'])
         self.refiner = OnlineRefiner(model, self.cfg, device=self.device,
                                      on_weights=self._swap_weights,
                                      logger=_LoggingAdapter(self.get_logger()))
@@ -254,8 +266,18 @@ class DepthNode(Node):
         return count > 0
 
     def _camera_info_for(self, stamp_ns):
-        """Paired (info, K) by exact stamp, else the latest valid one; (None, None) if none."""
-        match = self.infos.match(stamp_ns, wait=self.p['camera_info_wait'])
+        """Paired (info, K) by exact stamp, else the latest valid one; (None, None) if none.
+
+        Every frame, the first ones included (nothing received yet: the camera_info is
+        probably in flight on the other callback group), waits up to ``camera_info_wait`` for
+        its camera_info; only once no camera_info at all has come for ``camera_info_timeout``
+        seconds do frames stop waiting (a camera without camera_info is not slowed down).
+        """
+        wait = self.p['camera_info_wait']
+        if (self.infos.latest is None and time.monotonic() - self._first_image_time
+                > self.p['camera_info_timeout']):
+            wait = 0.0
+        match = self.infos.match(stamp_ns, wait=wait)
         waited = min(self.infos.age(), time.monotonic() - self._first_image_time)
         if waited > self.p['camera_info_timeout']:
             self.warnings.warn('no_camera_info', f'no valid camera_info for more than '
@@ -302,8 +324,45 @@ class DepthNode(Node):
         self._maybe_refine()
         self.stats.frame_done(time.perf_counter() - start, depth)
 
+    def _log_predictor_notes(self, logged):
+        """Log the predictor's new fallback notes (compile/graph/OOM) through rclpy."""
+        notes = self.predictor.notes
+        for note in notes[logged:]:
+            self.get_logger().warning(note)
+        return len(notes)
+
+    def _predict_depth(self, rgb):
+        """Depth [H,W] float32 of ``rgb``; follows a CUDA OOM fallback of the predictor."""
+        try:
+            return self.predictor.predict(rgb)
+        finally:
+            if len(self.predictor.notes) > self._notes_logged:
+                self._notes_logged = self._log_predictor_notes(self._notes_logged)
+                if self.predictor.device.type != str(self.device).split(':')[0]:
+                    self._pose_to_cpu()
+
+    def _pose_to_cpu(self):
+        """Move pose estimation to the CPU (fp32) after the depth predictor fell back."""
+        from fmdepth_ros.inference import PoseEstimator
+        self.device = 'cpu'
+        self.pose_estimator = PoseEstimator(self.pose_estimator.net.cpu(), self.cfg,
+                                            device='cpu')
+
+    def _estimate_pose(self, earlier, later):
+        """``T_earlier_later`` [4,4]; a CUDA out-of-memory error moves PoseNet to the CPU."""
+        import torch
+        try:
+            return self.pose_estimator.estimate(earlier, later)
+        except torch.cuda.OutOfMemoryError:
+            if self.pose_estimator.device.type != 'cuda':
+                raise
+            self.get_logger().warning('CUDA out of memory in pose estimation; falling back to '
+                                      'the CPU (fp32)')
+            self._pose_to_cpu()
+            return self.pose_estimator.estimate(earlier, later)
+
     def _publish_depth(self, header, rgb, info, K):
-        depth = self.predictor.predict(rgb)
+        depth = self._predict_depth(rgb)
         if K is not None:
             depth, _ = self.scaler.apply(depth, K)
         else:
@@ -334,7 +393,7 @@ class DepthNode(Node):
         previous = self.window.previous()
         if previous is None:
             return
-        T_prev_cur = self.pose_estimator.estimate(previous[1], self.window.frames[-1][1])
+        T_prev_cur = self._estimate_pose(previous[1], self.window.frames[-1][1])
         camera_frame = self.p['camera_frame'] or header.frame_id
         self.odometry.T_base_cam = self._base_to_camera(camera_frame)
         scale = self.scaler.scale
@@ -387,9 +446,9 @@ class DepthNode(Node):
         self.diag_pub.publish(msg)
 
     def destroy_node(self):
-        """Stop the refinement thread, then destroy the node."""
+        """Stop the refinement thread, then destroy the node (a Ctrl-C in between is ignored)."""
         if getattr(self, 'refiner', None) is not None:
-            self.refiner.stop()
+            _quietly(self.refiner.stop)
         return super().destroy_node()
 
 
@@ -403,12 +462,33 @@ class _LoggingAdapter:
         self._logger.warning(fmt % args if args else fmt)
 
 
+def _quietly(step, *args):
+    """Run one shutdown step; a second Ctrl-C or a context already shut down is not an error."""
+    try:
+        return step(*args)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return None
+
+
+def _ignore_sigint():
+    """Ignore further SIGINTs while tearing down (``ros2 launch`` may forward more than one)."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:      # not the main thread (main() called from a test thread)
+        pass
+
+
 def main(args=None):
-    """``depth_node`` executable: run the node until Ctrl-C; returns the exit code."""
-    rclpy.init(args=args)
+    """``depth_node`` executable: run the node until Ctrl-C; returns the exit code.
+
+    Ctrl-C / SIGINT from ``ros2 launch`` at any stage (start-up, spin, refiner stop, node
+    destruction, shutdown) ends quietly with code 0; a :class:`StartupError` prints one line
+    and returns 1.
+    """
     node = None
     code = 0
     try:
+        rclpy.init(args=args)
         node = DepthNode()
         executor = MultiThreadedExecutor(num_threads=3)
         executor.add_node(node)
@@ -419,9 +499,10 @@ def main(args=None):
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _ignore_sigint()
         if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+            _quietly(node.destroy_node)
+        _quietly(rclpy.try_shutdown)
     return code
 
 

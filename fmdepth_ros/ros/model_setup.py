@@ -8,6 +8,10 @@ import os
 
 from fmdepth_ros.config import load_config, small_cpu_config
 
+# Smallest network input side: the depth and feature decoders reflection-pad their 1/32-scale
+# features by 1 pixel, which needs at least 2 pixels there (32 px inputs fail at every frame).
+MIN_INPUT_SIZE = 64
+
 
 class StartupError(Exception):
     """The node cannot start (bad weights file, config, device); one-line message."""
@@ -44,5 +48,24 @@ def load_model(weights, config_file='', width=0, height=0):
             raise StartupError(f'width and height must both be positive multiples of 32, '
                                f'got {width}x{height}')
         cfg.model.width, cfg.model.height = int(width), int(height)
+    if min(cfg.model.width, cfg.model.height) < MIN_INPUT_SIZE:
+        raise StartupError(f'network input {cfg.model.width}x{cfg.model.height} is too small: '
+                           f'width and height must be at least {MIN_INPUT_SIZE} pixels')
     model.eval()
     return model, cfg, warning
+
+
+def inference_options(device, precision='auto', channels_last=True, cuda_graphs=True,
+                      compile=False):
+    """:class:`~fmdepth_ros.inference.DepthPredictor` keywords for the node's parameters.
+
+    ``precision`` 'auto' takes :func:`~fmdepth_ros.inference.fast_options`'s recommendation for
+    ``device`` (weights stored in bf16 on the CPU); CUDA graphs are only asked for on CUDA, so a
+    CPU run (or a CUDA request that fell back to the CPU) logs no extra warning.
+    """
+    from fmdepth_ros.inference import fast_options
+    options = fast_options(device, precision)
+    options['channels_last'] = bool(channels_last)
+    options['compile'] = bool(compile)
+    options['cuda_graphs'] = bool(cuda_graphs) and options['cuda_graphs']
+    return options

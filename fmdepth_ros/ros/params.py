@@ -12,6 +12,8 @@ from typing import Any, Optional, Tuple
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from fmdepth_ros.ros.model_setup import MIN_INPUT_SIZE
+
 DEFAULT_BASE_TO_CAMERA = [0.0, 0.0, 0.0, -math.pi / 2, 0.0, -math.pi / 2]
 
 
@@ -37,10 +39,21 @@ PARAMS = (
           'CPU config (ResNet-18, 64x192)', read_only=True),
     Param('device', 'auto', 'inference/refinement device: auto, cuda, cuda:N or cpu '
           '(falls back to the CPU with a warning)', read_only=True),
-    Param('width', 0, 'network input width in pixels (multiple of 32); 0 = from the checkpoint',
+    Param('precision', 'auto', 'inference precision: auto (fp16 on CUDA, bf16 on CPUs with '
+          'native bf16, else fp32), fp32, fp16 or bf16 (refinement always trains in fp32)',
+          read_only=True, choices=('auto', 'fp32', 'fp16', 'bf16')),
+    Param('channels_last', True, 'channels_last (NHWC) memory format for inference (faster '
+          'on CPU and CUDA)', read_only=True),
+    Param('cuda_graphs', True, 'capture per-frame depth inference in a CUDA graph (CUDA only; '
+          'ignored on the CPU)', read_only=True),
+    Param('compile', False, 'torch.compile the DepthNet for inference (minutes of start-up; '
+          'falls back to eager with a warning)', read_only=True),
+    Param('width', 0, f'network input width in pixels (multiple of 32, at least '
+          f'{MIN_INPUT_SIZE}); 0 = from the checkpoint',
           range=(0, 4096), read_only=True, step=32),
-    Param('height', 0, 'network input height in pixels (multiple of 32); 0 = from the '
-          'checkpoint', range=(0, 4096), read_only=True, step=32),
+    Param('height', 0, f'network input height in pixels (multiple of 32, at least '
+          f'{MIN_INPUT_SIZE}); 0 = from the checkpoint',
+          range=(0, 4096), read_only=True, step=32),
     Param('frame_ids', [0, -1, 1], 'frame ids of a refinement window (target first); '
           'the sliding window holds max-min+1 frames', read_only=True),
     Param('queue_size', 5, 'history depth of the input subscriptions', range=(1, 100),
@@ -153,6 +166,9 @@ def validate(values):
             ids = list(value)
             if not ids or ids[0] != 0 or len(set(ids)) != len(ids) or len(ids) < 2:
                 return 'frame_ids must start with 0 and list distinct source ids, e.g. [0, -1, 1]'
+        if name in ('width', 'height') and 0 < value < MIN_INPUT_SIZE:
+            return (f'{name} must be 0 (from the checkpoint) or at least {MIN_INPUT_SIZE} '
+                    f'pixels, got {value}')
         if name in ('odom_frame', 'base_frame') and not str(value).strip():
             return f'{name} must not be empty'
     if values.get('min_depth', 0.0) >= values.get('max_depth', math.inf):
@@ -162,3 +178,51 @@ def validate(values):
             'base_frame'):
         return 'odom_frame and base_frame must differ'
     return None
+
+
+YAML_HEADER = """\
+# Parameters of the fmdepth node (fmdepth_ros/ros/depth_node.py).
+# "read-only" parameters are fixed at start-up; the others can be changed at run time
+# (ros2 param set / set_parameters) and take effect on the next frame.
+# Out-of-range values are rejected with a reason (ParameterDescriptor ranges).
+# Generated from fmdepth_ros/ros/params.py: python -m fmdepth_ros.ros.params > config/depth.yaml
+/**:
+  ros__parameters:
+"""
+
+
+def _yaml_value(value):
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (list, tuple)):
+        return '[' + ', '.join(_yaml_value(v) for v in value) + ']'
+    if isinstance(value, str):
+        return value if value else "''"
+    return repr(value)
+
+
+def _comment(param):
+    extras = []
+    if param.range is not None and not isinstance(param.default, bool):
+        extras.append(f'range [{param.range[0]:g}, {param.range[1]:g}]'
+                      + (f' step {param.step:g}' if param.step else ''))
+    if param.choices:
+        extras.append('one of ' + ', '.join(param.choices))
+    if param.read_only:
+        extras.append('read-only')
+    return param.description + '.' + (' ' + '; '.join(extras) + '.' if extras else '')
+
+
+def yaml_text():
+    """Return ``config/depth.yaml``: every parameter with its default and a wrapped comment."""
+    import textwrap
+    lines = [YAML_HEADER.rstrip('\n')]
+    for param in PARAMS:
+        lines += textwrap.wrap(_comment(param), width=98, break_on_hyphens=False,
+                               initial_indent='    # ', subsequent_indent='    # ')
+        lines.append(f'    {param.name}: {_yaml_value(param.default)}')
+    return '\n'.join(lines) + '\n'
+
+
+if __name__ == '__main__':
+    print(yaml_text(), end='')

@@ -427,3 +427,13 @@ def test_sigint_stops_depth_node_quietly(tmp_path):
     output = ''.join(lines) + output
     assert 'Traceback' not in output, output[-3000:]
     assert proc.returncode == 0, output[-3000:]
+
+
+def test_depth_yaml_is_generated_from_the_parameter_table():
+    """config/depth.yaml lists every parameter with its default (regenerate it after edits)."""
+    from fmdepth_ros.ros import params as node_params
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, 'config', 'depth.yaml'), encoding='utf-8') as f:
+        text = f.read()
+    assert text == node_params.yaml_text(), \
+        'config/depth.yaml is stale: python -m fmdepth_ros.ros.params > config/depth.yaml'

@@ -8,7 +8,10 @@ image's header (never ``now()``):
 
 * ``depth/image``: 32FC1 metres at the input resolution, NaN outside [min_depth, max_depth];
 * ``depth/camera_info``: the paired camera_info with the identical header (depth_image_proc's
-  ``point_cloud_xyz`` pairs them by exact stamp);
+  ``point_cloud_xyz`` pairs them by exact stamp), published with every ``depth/image`` once any
+  valid camera_info is known (each image, the first included, waits ``camera_info_wait`` for
+  its own); a camera that never sends a valid camera_info gets ``depth/image`` alone, with a
+  throttled warning;
 * ``depth/colored``: rgb8 colour map for people (``publish_colored``);
 * ``odom`` (nav_msgs/Odometry) and TF ``odom_frame -> base_frame`` (REP-105), chained through
   base_frame -> camera optical frame from /tf_static or ``base_to_camera``;

@@ -98,8 +98,9 @@ PARAMS = (
     # input checks
     Param('camera_info_timeout', 5.0, 'warn when images arrive without a valid camera_info for '
           'this long (s)', range=(0.1, 3600.0)),
-    Param('camera_info_wait', 0.05, 'seconds an image waits for the camera_info with its exact '
-          'stamp before the latest valid one is used', range=(0.0, 1.0)),
+    Param('camera_info_wait', 0.05, 'seconds an image (the first one too) waits for the '
+          'camera_info with its exact stamp before the latest valid one is used; no waiting '
+          'once none has come for camera_info_timeout', range=(0.0, 1.0)),
     Param('max_frame_gap', 1.0, 'a forward stamp jump larger than this (s) resets the window',
           range=(0.001, 3600.0)),
     Param('warning_period', 5.0, 'minimum seconds between two warnings of the same kind',

@@ -15,6 +15,7 @@ import pytest
 import rclpy
 import torch
 from rclpy.parameter import Parameter
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image
 
 from fmdepth_ros.data.synth import render_sequence
@@ -289,6 +290,20 @@ def test_inference_options_default_to_the_device_recommendation(node, seq):
     assert predictor.channels_last and not predictor.cuda_graphs and not predictor.compile
     assert node.pose_estimator.precision == expected['precision']
     assert not predictor.notes                   # no 'CUDA graphs need a CUDA device' warning
+    published = []
+    probe = rclpy.create_node('probe_diagnostics', context=node.context)
+    probe.create_subscription(DiagnosticArray, '/diagnostics', published.append, 10)
+    executor = executor_for(node.context, probe)
+    try:
+        spin_until(executor, lambda: node.diag_pub.get_subscription_count() > 0, 5.0)
+        node.publish_diagnostics()
+        assert spin_until(executor, lambda: published, 5.0)
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+    values = {kv.key: kv.value for kv in published[-1].status[0].values}
+    assert values['inference_precision'] == expected['precision']
+    assert values['inference_cuda_graphs'] == 'False'
     image = seq.images[1]
     depth = predictor.predict(image)
     reference = _fp32_twin(predictor).predict(image)

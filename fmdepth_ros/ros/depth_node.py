@@ -445,8 +445,15 @@ class DepthNode(Node):
         refine = self.refiner.stats() if self.refiner is not None else {}
         msg = build_diagnostics(self.get_name(), self.get_clock().now().to_msg(), self.stats,
                                 self.device, refine, self.p['refine'], dict(self.warnings.counts),
-                                self.infos.age(), self._skipping, self.scaler.scale)
+                                self.infos.age(), self._skipping, self.scaler.scale,
+                                self._inference_state())
         self.diag_pub.publish(msg)
+
+    def _inference_state(self):
+        """Live inference settings (they change after a CUDA OOM / compile fallback)."""
+        predictor = self.predictor
+        return {'precision': predictor.precision, 'channels_last': predictor.channels_last,
+                'cuda_graphs': predictor.cuda_graphs, 'compile': predictor.compile}
 
     def destroy_node(self):
         """Stop the refinement thread, then destroy the node (a Ctrl-C in between is ignored)."""

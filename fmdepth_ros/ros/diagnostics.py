@@ -54,8 +54,12 @@ def _kv(key, value):
 
 
 def build_diagnostics(name, stamp, stats, device, refine, refine_on, warnings, info_age,
-                      skipping, scale):
-    """Build a DiagnosticArray with one status ``<name>: depth`` (OK or WARN + message)."""
+                      skipping, scale, inference=None):
+    """Build a DiagnosticArray with one status ``<name>: depth`` (OK or WARN + message).
+
+    ``inference``: optional ``{key: value}`` of the live inference settings (precision,
+    channels_last, cuda_graphs, compile), reported as ``inference_<key>``.
+    """
     level, message = DiagnosticStatus.OK, 'running'
     if skipping:
         message = 'idle: no subscribers'
@@ -75,6 +79,7 @@ def build_diagnostics(name, stamp, stats, device, refine, refine_on, warnings, i
               ('camera_info_age_s', info_age), ('inexact_camera_info', stats.inexact_info),
               ('scale', scale), ('refinement', 'on' if refine_on else 'off'),
               ('weight_swaps', stats.swaps)]
+    values += [(f'inference_{key}', value) for key, value in (inference or {}).items()]
     for key in ('processed', 'improved', 'reverted', 'dropped', 'queue', 'busy',
                 'last_loss_before', 'last_loss_after', 'last_seconds', 'target', 'iterations',
                 'lr', 'errors'):

@@ -92,7 +92,14 @@ class FeatDepthDecoder(nn.Module):
     upsampled previous stage and its disparity, then 3x3 conv -> LeakyReLU -> CRP -> 3x3 merge
     -> LeakyReLU -> 2x nearest upsample -> 3x3 conv -> sigmoid. Level 0 is unused; dropout
     (p = 0.5, training only) is applied to levels 3 and 4 as in the official code.
+
+    The layers and forward pass are the official ones; only the initialisation differs (see
+    :meth:`init_weights`): it keeps the decoder from saturating at disparity 1 when it is
+    trained from scratch. Loaded checkpoints overwrite it, so their outputs are unchanged.
     """
+
+    #: factor on the PyTorch default init of the 3x3 disparity heads (see ``init_weights``)
+    HEAD_INIT_SCALE = 1e-2
 
     def __init__(self, num_ch_enc, bottleneck=256, crp_stages=4, dropout=0.5):
         """Build the decoder for encoder channels ``num_ch_enc`` (5 levels)."""
@@ -109,6 +116,36 @@ class FeatDepthDecoder(nn.Module):
                                                                           crp_stages)))
             setattr(self, f'merge{k}', Conv3x3(bottleneck, bottleneck))
             setattr(self, f'disp{k}', nn.Sequential(Conv3x3(bottleneck, 1), nn.Sigmoid()))
+        self.init_weights()
+
+    def init_weights(self):
+        """Initialise for training from scratch: small disparity heads, identity CRP blocks.
+
+        With PyTorch's default init this wide decoder (256-channel 3x3 convs, fan-in 2304-4617)
+        collapses under Adam: at the start the pose net's translation is ~0, so the photometric
+        loss asks every pixel for a larger disparity (the depth / pose scale ambiguity); Adam
+        moves every weight by ~lr along that common sign, which shifts all four pre-sigmoid
+        logits by ~+0.6 per step at lr 1e-4 (about 25x the Monodepth2 decoder's scale-0 rate).
+        They pass +7 within 10 steps; the sigmoid saturates at 1 (depth = min_depth), its
+        gradient vanishes and Adam's second-moment memory keeps it there for good. The official
+        code (ImageNet encoder, same default init) has no decoder init of its own.
+
+        Here each disparity head's weights are scaled by ``HEAD_INIT_SCALE`` with zero bias
+        (every disparity starts at ~0.5 and the gradients reaching the wide layers start ~100x
+        smaller), and the chained-residual-pooling pointwise convs start at zero, so each CRP
+        block is the identity at init (zero-init of residual branches, as in Goyal et al. 2017
+        and Fixup). This gives the pose net time to pick up the scale before the disparities
+        drift: from scratch on the synthetic corridor the decoder then learns at lr 1e-4 and
+        3e-4. Layer names and shapes are unchanged; a loaded checkpoint replaces all of this.
+        """
+        with torch.no_grad():
+            for k in (4, 3, 2, 1):
+                head = getattr(self, f'disp{k}')[0].conv
+                head.weight.mul_(self.HEAD_INIT_SCALE)
+                head.bias.zero_()
+                crp = getattr(self, f'crp{k}')[0]
+                for i in range(crp.stages):
+                    nn.init.zeros_(getattr(crp, f'{i + 1}_pointwise').conv.weight)
 
     def forward(self, features: List[torch.Tensor]) -> Dict[int, torch.Tensor]:
         """Decode encoder features into sigmoid disparities.

@@ -69,6 +69,55 @@ def test_featdepth_decoder_official_key_names():
     assert 'decoder.reduce4.conv.bias' not in keys
 
 
+def _featdepth_logits(net):
+    """Return {scale: pre-sigmoid logits}, filled by hooks on a FeatDepth net's 4 heads."""
+    logits = {}
+    for k in (4, 3, 2, 1):
+        head = getattr(net.decoder, f'disp{k}')[0]
+        head.register_forward_hook(
+            lambda _m, _i, out, s=k - 1: logits.__setitem__(s, out.detach()))
+    return logits
+
+
+def test_featdepth_decoder_init_starts_neutral():
+    """From scratch the disparities start at ~0.5 (small logits, not constant), CRP = identity."""
+    net = DepthNet(18, 'featdepth').eval()
+    logits = _featdepth_logits(net)
+    with torch.no_grad():
+        out = net(torch.rand(2, 3, H, W))
+    for s in range(4):
+        assert float(logits[s].abs().max()) < 0.05, (s, float(logits[s].abs().max()))
+        assert float(out[s].std()) > 0
+    crp = net.decoder.crp2[0]
+    x = torch.randn(1, 256, 4, 8)
+    assert torch.equal(crp(x), x)
+
+
+def test_featdepth_decoder_does_not_saturate_in_first_adam_steps():
+    """Regression: with the default init a few Adam steps drove every logit past +5.
+
+    At the start of self-supervised training the pose is ~0, so the photometric loss pushes
+    all disparities up at once (scale ambiguity). The proxy loss ``-mean(disp)`` is that
+    coherent push; with the official layers and PyTorch's default init, 4 Adam steps at lr
+    1e-4 took the disparity to 0.998 (sigmoid saturated, gradients gone for good).
+    """
+    torch.set_num_threads(1)
+    net = DepthNet(18, 'featdepth').train()
+    logits = _featdepth_logits(net)
+    image = torch.rand(2, 3, H, W)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    for _ in range(4):
+        loss = -sum(d.mean() for d in net(image).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        out = net(image)
+    assert max(float(v.abs().max()) for v in logits.values()) < 1.5, \
+        {s: float(v.abs().max()) for s, v in logits.items()}
+    assert float(out[0].max()) < 0.8
+
+
 def test_monodepth2_decoder_key_names_and_shapes():
     """Check monodepth2 decoder key names and shapes."""
     sd = DepthNet(18, 'monodepth2').state_dict()

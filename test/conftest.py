@@ -94,3 +94,14 @@ def ros_context():
         yield context
     finally:
         rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture(scope='session')
+def trained_model(tmp_path_factory):
+    """Train a small model once per session like ``fmdepth demo`` phase a (~2 min CPU).
+
+    A ``trained_model.TrainedModel``: ``.checkpoint`` path (config/synthetic_cpu.yaml trained
+    160 steps on the synthetic corridor seed 0) and the training's wall / CPU seconds.
+    """
+    from trained_model import train_model
+    return train_model(tmp_path_factory.mktemp('trained_model'))

@@ -6,8 +6,9 @@ PoseNet that learned something: the module fixture pre-trains the PoseNet of a s
 for a few dozen supervised steps on the ground-truth motion of the test sequence (pose input
 32x96, so it is fast; the test checks the node's frame conventions, not generalisation) and
 saves it as a real checkpoint that the node loads through its ``weights`` parameter. The
-DepthNet stays randomly initialised; the refinement test shows the node's online refinement
-running in the background and its weights reaching the published depth.
+refinement test starts from a model trained by ``fmdepth train`` (session fixture
+``trained_model``) and shows that the node's online refinement lowers the depth error of an
+unseen sequence.
 """
 
 import numpy as np
@@ -192,40 +193,52 @@ def test_outputs_match_input_headers_and_trajectory_follows_ground_truth(checkpo
     assert values['refinement'] == 'off'
 
 
-def test_online_refinement_swaps_weights_into_inference(checkpoint, seq):
-    """Refinement runs on every window in the background and improvements reach the output.
+REFINE_SEED = 5          # a corridor the trained model never saw (it trained on seed 0)
+REFINE_FRAMES = 10
+REFINE_PASSES = 3         # two passes learning, the last one measured without refinement
 
-    The node refines on the windows of 8 frames (lock-step: each window is refined before the
-    next frame, as at a low frame rate); the first 4 frames are then played again (after a
-    stamp jump). NOTE: from a randomly initialised DepthNet a few refinement steps lower the
-    self-supervised loss but do not reliably lower the GT error (see the report), so the GT
-    error is only required not to explode here.
+
+@pytest.mark.slow
+def test_online_refinement_lowers_depth_error_on_an_unseen_sequence(trained_model):
+    """With refinement on, the published depth's error against ground truth falls over the run.
+
+    The node starts from the small model that ``fmdepth train`` trained on another corridor
+    (session fixture ``trained_model``, like ``fmdepth demo`` phase a) and refines DepthNet +
+    PoseNet (``target='all'``, 8 Adam steps per window, lr 5e-5, guard on) on every window of
+    an unseen corridor, played lock-step (each window is refined before the next frame, as at
+    a low frame rate) twice with refinement and a third time without. The median-scaled
+    AbsRel of the last pass must be clearly below the first pass's: the self-supervised
+    refinement adapts the model to the new scene, and its weights reach the published depth.
     """
-    short = render_sequence(8, seed=3)
+    seq96 = render_sequence(REFINE_FRAMES, width=96, height=64, seed=REFINE_SEED)
     with ros_graph() as context:
-        fmdepth = make_node(context, weights=checkpoint, refine=True, refine_iterations=4,
-                            refine_lr=1e-4, refine_target='decoder')
+        fmdepth = make_node(context, weights=trained_model.checkpoint, refine=True,
+                            refine_iterations=8, refine_lr=5e-5, refine_target='all')
         probe = Probe(context)
         executor = executor_for(context, fmdepth, probe.node)
         try:
-            run_sequence(executor, probe, fmdepth, short, wait_refiner=True)
-            stats = fmdepth.refiner.stats()
-            diagnostics = fmdepth.stats.swaps
-            assert fmdepth.set_runtime_parameters(refine=False).successful
-            replay = render_sequence(4, seed=3)
-            run_sequence(executor, probe, fmdepth, replay, offset_ns=5 * 10 ** 9)
+            for p in range(REFINE_PASSES):
+                if p == REFINE_PASSES - 1:
+                    stats = fmdepth.refiner.stats()
+                    swaps = fmdepth.stats.swaps
+                    assert fmdepth.set_runtime_parameters(refine=False).successful
+                run_sequence(executor, probe, fmdepth, seq96, wait_refiner=True,
+                             offset_ns=p * 5 * 10 ** 9)       # stamp jump: window reset
         finally:
             executor.shutdown()
             fmdepth.destroy_node()
     depths = [conv.image_to_depth(m) for m in probe.got['depth']]
-    assert stats['processed'] == 6 and stats['errors'] == 0 and stats['dropped'] == 0, stats
-    assert stats['swaps'] == stats['improved'] == diagnostics > 0, stats
-    assert stats['last_loss_after'] <= stats['last_loss_before']
-    for i in range(4):            # the swapped weights changed what the node publishes
-        assert not np.allclose(depths[i], depths[8 + i])
-    before = np.mean([abs_rel(depths[i], short.depths[i]) for i in range(4)])
-    after = np.mean([abs_rel(depths[8 + i], short.depths[i]) for i in range(4)])
-    assert after < 1.5 * before, (before, after, stats)
+    assert len(depths) == REFINE_PASSES * REFINE_FRAMES
+    windows = (REFINE_PASSES - 1) * (REFINE_FRAMES - 2)
+    assert stats['processed'] == windows and stats['errors'] == 0 and stats['dropped'] == 0, stats
+    assert stats['swaps'] == stats['improved'] == swaps > 0, stats
+    first, last = depths[:REFINE_FRAMES], depths[-REFINE_FRAMES:]
+    for d1, d3 in zip(first, last):        # the swapped weights changed what the node publishes
+        assert not np.allclose(d1, d3)
+    before = np.mean([abs_rel(d, gt) for d, gt in zip(first, seq96.depths)])
+    after = np.mean([abs_rel(d, gt) for d, gt in zip(last, seq96.depths)])
+    print(f'AbsRel first pass {before:.3f} -> last pass {after:.3f}; refiner {stats}')
+    assert after < 0.85 * before, (before, after, stats)   # measured 0.28 -> 0.20
 
 
 def test_inference_is_skipped_without_subscribers(seq):

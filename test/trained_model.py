@@ -1,0 +1,47 @@
+"""A small model trained once per test session, like phase a of ``fmdepth demo``.
+
+``fmdepth synth`` renders 40 frames (96x64) of the synthetic corridor seed 0 and ``fmdepth
+train`` trains ``config/synthetic_cpu.yaml`` (ResNet-18, Monodepth2 decoder) on them: 10
+FeatureNet steps, then DepthNet + PoseNet up to step 160 (self-supervised, no ground truth).
+The learning proof (test_learning.py) evaluates it; the node's refinement test starts from it.
+"""
+
+import resource
+import time
+from dataclasses import dataclass
+
+import torch
+
+from fmdepth_ros.ros.demo import train_small_model
+
+TRAIN_SEED = 0
+TRAIN_FRAMES = 40
+MAX_STEPS = 160
+
+
+@dataclass
+class TrainedModel:
+    """Where the checkpoint is and what the training cost."""
+
+    checkpoint: str
+    wall_seconds: float
+    cpu_seconds: float
+    threads: int
+
+
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def train_model(out_dir):
+    """Train the demo model into ``out_dir`` on one torch thread; a :class:`TrainedModel`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)     # robust on a shared machine; ~2 min CPU in all
+    try:
+        start, cpu_start = time.time(), _cpu_seconds()
+        checkpoint = train_small_model(str(out_dir), TRAIN_SEED, TRAIN_FRAMES, MAX_STEPS,
+                                       retrain=True, log=lambda *_: None)
+        return TrainedModel(checkpoint, time.time() - start, _cpu_seconds() - cpu_start, 1)
+    finally:
+        torch.set_num_threads(threads)

@@ -252,7 +252,8 @@ def _save_figures(out, seq, graph, first, last, gt_poses, est_poses, ate):
     import matplotlib.pyplot as plt
 
     rows = np.linspace(0, len(seq) - 1, 3).astype(int)
-    fig, axes = plt.subplots(len(rows) * 2, 3, figsize=(12, 1.5 * 2 * len(rows) + 0.6))
+    from fmdepth_ros.metrics import evaluate_depth
+    fig, axes = plt.subplots(len(rows) * 2, 3, figsize=(7.2, 1.6 * 2 * len(rows) + 0.4))
     vmax = float(np.percentile(1.0 / seq.depths, 99))
     for r, i in enumerate(rows):
         for k, (label, stamps) in enumerate((('first pass', first), ('last pass', last))):
@@ -262,7 +263,9 @@ def _save_figures(out, seq, graph, first, last, gt_poses, est_poses, ate):
             ax[0].imshow(seq.images[i])
             ax[1].imshow(1.0 / pred, cmap='turbo', vmin=0, vmax=vmax)
             ax[2].imshow(1.0 / seq.depths[i], cmap='turbo', vmin=0, vmax=vmax)
-            ax[0].set_ylabel(f'frame {i}\n{label}', fontsize=8)
+            error = evaluate_depth(seq.depths[i], graph.depth[stamps[i]], max_depth=80.0,
+                                   garg_crop=False)[0]['abs_rel']
+            ax[0].set_ylabel(f'frame {i}\n{label}\nAbsRel {error:.3f}', fontsize=7)
             for a in ax:
                 a.set_xticks([])
                 a.set_yticks([])
@@ -339,6 +342,8 @@ def run(args):
             raise CliError('the node and the player did not discover each other')
         period = int(seq.stamps_ns[1] - seq.stamps_ns[0])
         pass_offset = (len(seq) + 20) * period        # > max_frame_gap: window reset
+        print('(each pass restarts the stamps: the node warns about the stamp jump and resets '
+              'its window and odometry, as intended)', flush=True)
         passes = []
         for p in range(args.passes):
             last_pass = p == args.passes - 1 or not graph.node.p['refine']

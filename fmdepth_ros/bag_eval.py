@@ -18,8 +18,6 @@ The result is printed as a table and, with ``json_path``, written atomically as 
 module is ROS-free itself; recording imports rclpy only when it is needed.
 """
 
-import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 
 from fmdepth_ros import metrics
 from fmdepth_ros.cli import CliError
+from fmdepth_ros.atomic_io import write_json_atomic
 from fmdepth_ros.data import bag as bagio
 
 DEPTH_TOPIC = '/fmdepth/depth/image'
@@ -209,18 +208,6 @@ def read_custom_data(path) -> Dict[str, str]:
     except yaml.YAMLError:
         raise CliError(f'{meta}: not valid YAML') from None
     return dict((info.get('rosbag2_bagfile_information') or {}).get('custom_data') or {})
-
-
-def write_json_atomic(path, data) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def evaluate_bag(checkpoint, bag, refine_steps=0, json_path=None, predictions=None,

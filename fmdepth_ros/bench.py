@@ -25,10 +25,8 @@ Weights are random (latency does not depend on them). Bench goals are in docs/be
 """
 
 import argparse
-import json
 import os
 import platform
-import tempfile
 import time
 
 import numpy as np
@@ -38,6 +36,7 @@ import torch.nn.functional as F
 from fmdepth_ros.cli import CliError
 from fmdepth_ros.config import Config
 from fmdepth_ros.inference import DepthPredictor, fast_options, select_device
+from fmdepth_ros.atomic_io import write_json_atomic
 from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
 
 ENCODERS = (18, 34, 50)
@@ -432,22 +431,6 @@ def format_table(result):
                      f'({100 * ref["slowdown"]:+.0f}%)'
                      + (f'; errors: {ref["last_error"]}' if ref['errors'] else ''))
     return '\n'.join(lines)
-
-
-def write_json_atomic(path, data):
-    """Write ``data`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.bench-', suffix='.json', dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run(args):

@@ -21,7 +21,6 @@ of the scale-aligned trajectory.
 """
 
 import copy
-import json
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ import numpy as np
 
 from fmdepth_ros.cli import CliError
 from fmdepth_ros.data import is_bag
+from fmdepth_ros.atomic_io import write_json_atomic
 from fmdepth_ros.metrics import DEPTH_METRICS
 
 METRIC_LABELS = {'abs_rel': 'AbsRel', 'sq_rel': 'SqRel', 'rmse': 'RMSE',
@@ -244,19 +244,6 @@ def format_table(results):
                      f'{odo["r_err_deg_per_100m"]:.2f} deg/100 m')
         lines.append(text)
     return '\n'.join(lines)
-
-
-def write_json_atomic(path, data):
-    """Write ``data`` as indented JSON to ``path`` via a temporary file and os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- CLI

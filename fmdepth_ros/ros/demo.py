@@ -97,12 +97,14 @@ def train_small_model(out_dir, train_seed=0, train_frames=40, steps=160, retrain
     (10 FeatureNet steps, then DepthNet + PoseNet up to ``steps``). A checkpoint in
     ``out_dir`` trained with the same settings and config is reused unless ``retrain``.
     """
+    import yaml
+
     from fmdepth_ros import cli
 
     config = _config_path()
-    with open(config) as f:
+    with open(config) as f:       # the parsed YAML: a comment edit keeps the cache valid
         settings = {'train_seed': train_seed, 'train_frames': train_frames, 'steps': steps,
-                    'feature_steps': 10, 'config': f.read()}
+                    'feature_steps': 10, 'config': yaml.safe_load(f)}
     checkpoint = os.path.join(out_dir, 'checkpoint.pt')
     stamp = os.path.join(out_dir, 'demo_settings.json')
     if not retrain and os.path.isfile(checkpoint) and os.path.isfile(stamp):
@@ -116,6 +118,9 @@ def train_small_model(out_dir, train_seed=0, train_frames=40, steps=160, retrain
                 '--retrain to train again)')
             return checkpoint
     os.makedirs(out_dir, exist_ok=True)
+    for stale in (stamp, checkpoint):       # fmdepth train refuses to overwrite a run
+        if os.path.exists(stale):
+            os.remove(stale)
     data = os.path.join(out_dir, 'train_seq')
     if cli.main(['synth', data, '--frames', str(train_frames), '--width', str(WIDTH),
                  '--height', str(HEIGHT), '--seed', str(train_seed)]) != 0:

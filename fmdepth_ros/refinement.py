@@ -15,7 +15,6 @@ The FeatureNet is always frozen (official ``cfg_kitti_fm_refine``); ``target='de
 the depth decoder only, ``target='all'`` the whole DepthNet and the PoseNet.
 """
 
-import collections
 import copy
 import logging
 import math
@@ -24,6 +23,8 @@ import time
 
 import numpy as np
 import torch
+
+from fmdepth_ros.worker import BoundedWorker
 
 LOGGER = logging.getLogger(__name__)
 
@@ -174,18 +175,16 @@ class OnlineRefiner:
         size = cfg.refine.queue_size if queue_size is None else queue_size
         if size < 1:
             raise ValueError(f'queue_size must be >= 1, got {size}')
-        self._queue = collections.deque(maxlen=int(size))
-        self._cond = threading.Condition()
-        self._thread = None
-        self._stop = False
-        self._busy = False
+        self._lock = threading.Lock()
+        self._worker = BoundedWorker(self._refine, int(size), 'fmdepth-refiner',
+                                     on_error=self._on_error)
         self.settings = {'iterations': int(cfg.refine.iterations), 'lr': float(cfg.refine.lr),
                          'target': cfg.refine.target, 'guard': bool(cfg.refine.guard),
                          'enabled': True}
         refined_modules(self.model, self.settings['target'])  # validates the target early
-        self._stats = {'submitted': 0, 'dropped': 0, 'processed': 0, 'improved': 0,
-                       'reverted': 0, 'swaps': 0, 'errors': 0, 'last_loss_before': None,
-                       'last_loss_after': None, 'last_seconds': None, 'last_error': None}
+        self._stats = {'processed': 0, 'improved': 0, 'reverted': 0, 'swaps': 0, 'errors': 0,
+                       'last_loss_before': None, 'last_loss_after': None,
+                       'last_seconds': None, 'last_error': None}
 
     def configure(self, **settings):
         """Change ``iterations``/``lr``/``target``/``guard``/``enabled`` (from the next window)."""
@@ -198,82 +197,49 @@ class OnlineRefiner:
             raise ValueError('iterations must be >= 0')
         if 'lr' in settings and not (float(settings['lr']) > 0 and math.isfinite(settings['lr'])):
             raise ValueError('lr must be a finite number > 0')
-        with self._cond:
+        with self._lock:
             self.settings.update(settings)
 
     def submit(self, window):
         """Queue a window (see :func:`window_to_batch`); drops the oldest when full."""
-        with self._cond:
+        with self._lock:
             if not self.settings['enabled']:
                 return
-            if len(self._queue) == self._queue.maxlen:
-                self._stats['dropped'] += 1
-            self._queue.append(window)
-            self._stats['submitted'] += 1
-            self._cond.notify()
+        self._worker.submit(window)
 
     def start(self):
         """Start the background thread (idempotent)."""
-        with self._cond:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._stop = False
-            self._thread = threading.Thread(target=self._run, name='fmdepth-refiner', daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout=10.0):
         """Stop the thread after the window in progress; queued windows are discarded."""
-        with self._cond:
-            self._stop = True
-            self._queue.clear()
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._worker.stop(timeout)
 
     def wait_idle(self, timeout=None):
         """Block until the queue is empty and no window is in progress; True if it got idle."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._queue or self._busy:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cond.wait(remaining if remaining is not None else 0.1)
-            return True
+        return self._worker.wait_idle(timeout)
 
     def stats(self):
         """Counters, last losses, ``queue`` length, ``running``/``busy`` and settings (a copy)."""
-        with self._cond:
+        work = self._worker.stats()
+        with self._lock:
             out = dict(self._stats)
-            out.update(queue=len(self._queue), queue_size=self._queue.maxlen,
-                       running=bool(self._thread and self._thread.is_alive()),
-                       busy=self._busy, **self.settings)
-            return out
+            out.update(submitted=work['submitted'], dropped=work['dropped'],
+                       queue=work['queue'], queue_size=work['queue_size'],
+                       running=work['running'], busy=work['busy'], **self.settings)
+        return out
 
-    def _run(self):
-        while True:
-            with self._cond:
-                while not self._queue and not self._stop:
-                    self._cond.wait()
-                if self._stop:
-                    return
-                window = self._queue.popleft()
-                settings = dict(self.settings)
-                self._busy = True
-            try:
-                self._refine(window, settings)
-            except Exception as exc:  # noqa: BLE001 - a bad window must not kill the thread
-                with self._cond:
-                    self._stats['errors'] += 1
-                    self._stats['last_error'] = f'{type(exc).__name__}: {exc}'
-                self._log.warning('online refinement failed on a window: %s: %s',
-                                  type(exc).__name__, exc)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+    def _on_error(self, exc):
+        """Worker-thread error hook: a bad window is counted and logged, refinement goes on."""
+        with self._lock:
+            self._stats['errors'] += 1
+            self._stats['last_error'] = f'{type(exc).__name__}: {exc}'
+        self._log.warning('online refinement failed on a window: %s: %s',
+                          type(exc).__name__, exc)
 
-    def _refine(self, window, settings):
+    def _refine(self, window):
+        with self._lock:
+            settings = dict(self.settings)
         if not settings['enabled'] or settings['iterations'] == 0:
             return
         result = refine_on_batch(self.model, window_to_batch(window),
@@ -281,7 +247,7 @@ class OnlineRefiner:
                                  target=settings['target'], guard=settings['guard'])
         improved = (not result['reverted'] and math.isfinite(result['loss_after'])
                     and result['loss_after'] < result['loss_before'])
-        with self._cond:
+        with self._lock:
             self._stats['processed'] += 1
             self._stats['reverted'] += int(result['reverted'])
             self._stats['improved'] += int(improved)
@@ -290,7 +256,7 @@ class OnlineRefiner:
             self._stats['last_seconds'] = result['seconds']
         if improved and self.on_weights is not None:
             self.on_weights(self.weights(settings['target']))
-            with self._cond:
+            with self._lock:
                 self._stats['swaps'] += 1
 
     def weights(self, target=None):

@@ -18,6 +18,7 @@ class NodeStats:
         self.received = 0        # image messages received
         self.published = 0       # frames with depth published
         self.skipped = 0         # frames skipped without subscribers
+        self.dropped = 0         # frames dropped from a full inference queue
         self.poses = 0           # odometry steps published
         self.errors = 0          # frames whose processing raised
         self.inexact_info = 0    # frames paired with a camera_info of another stamp
@@ -74,6 +75,7 @@ def build_diagnostics(name, stamp, stats, device, refine, refine_on, warnings, i
     values = [('device', device), ('rate_hz', stats.rate_hz()),
               ('latency_ms', stats.latency_ms()), ('frames_received', stats.received),
               ('frames_published', stats.published), ('frames_skipped', stats.skipped),
+              ('frames_dropped', stats.dropped),
               ('poses_published', stats.poses), ('processing_errors', stats.errors),
               ('valid_depth_fraction', stats.valid_fraction),
               ('camera_info_age_s', info_age), ('inexact_camera_info', stats.inexact_info),

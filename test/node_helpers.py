@@ -43,6 +43,7 @@ def ros_graph():
 def make_node(context, **params):
     """Create a DepthNode on the CPU with ``params`` overriding the defaults."""
     params.setdefault('device', 'cpu')
+    params.setdefault('cpu_threads', 1)            # as one_torch_thread (the node sets it)
     params.setdefault('camera_info_wait', 1.0)     # the probe publishes camera_info first
     overrides = [Parameter(k, value=v) for k, v in params.items()]
     return DepthNode(context=context, parameter_overrides=overrides)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.geometry import invert_pose, pose_from_axisangle
 from fmdepth_ros.inference import (DepthPredictor, PoseEstimator, cpu_has_native_bf16,
-                                   fast_options, select_device)
+                                   fast_options, select_device, set_cpu_threads,
+                                   usable_cpu_count)
 from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
 
 
@@ -241,6 +242,18 @@ def test_select_device():
         assert device == 'cpu' and 'CUDA' in warning and 'CPU' in warning
         device, warning = select_device('auto')
         assert device == 'cpu' and 'CUDA' in warning
+
+
+def test_set_cpu_threads_auto_is_half_the_usable_cores():
+    """0 = half the usable cores (at least 1), explicit counts are applied, < 0 rejected."""
+    before = torch.get_num_threads()
+    try:
+        assert set_cpu_threads(0) == max(1, usable_cpu_count() // 2) == torch.get_num_threads()
+        assert set_cpu_threads(3) == 3 == torch.get_num_threads()
+        with pytest.raises(ValueError, match='cpu_threads must be >= 0'):
+            set_cpu_threads(-1)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_fall_back_to_cpu_keeps_predicting(depth_net, cfg):

@@ -363,6 +363,59 @@ def _depth_probe(node):
     return probe, images, infos
 
 
+def test_frames_arriving_during_slow_inference_drop_the_oldest(seq, capfd):
+    """A stuck inference makes the frame queue drop its oldest frames, with one warning.
+
+    Inference runs on the node's own thread, so the executor keeps taking images meanwhile;
+    the queue keeps the newest ``queue_size`` frames, which are published afterwards, in order.
+    """
+    import threading
+    from rclpy.qos import qos_profile_sensor_data
+    with ros_graph() as context:
+        n = make_node(context, queue_size=2, skip_without_subscribers=False,
+                      camera_info_wait=0.0, camera_info_timeout=60.0, warning_period=60.0)
+        probe, images, _ = _depth_probe(n)
+        image_pub = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
+        threads = []
+        process = n.process
+        n.process = lambda *args: (threads.append(threading.current_thread().name),
+                                   process(*args))[1]
+        executor = executor_for(context, n, probe)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        stamps = [int(seq.stamps_ns[0]) + i * 100_000_000 for i in range(6)]
+        try:
+            _wait(lambda: image_pub.get_subscription_count() > 0
+                  and n.depth_pub.get_subscription_count() > 0)
+            with n.predictor._lock:                  # inference of the first frame blocks
+                for i, stamp in enumerate(stamps):
+                    msg = conv.rgb_to_image(seq.images[i], header(stamp))
+                    image_pub.publish(msg)
+                    if i == 0:
+                        _wait(lambda: n.frames.stats()['busy'])
+                    _wait(lambda: n.stats.received == i + 1)
+                assert n.stats.published == 0    # the executor took every image meanwhile
+            _wait(lambda: len(images) == 3)
+        finally:
+            executor.shutdown()
+            spinner.join(10.0)
+            probe.destroy_node()
+            n.destroy_node()
+    assert [conv.stamp_to_ns(m.header.stamp) for m in images] == [stamps[0]] + stamps[4:]
+    assert n.stats.dropped == n.warnings.counts['frames_dropped'] == 3
+    output = capfd.readouterr()
+    assert (output.out + output.err).count('inference is slower than the image rate') == 1
+    assert set(threads) == {'fmdepth-inference'}
+
+
+def _wait(condition, timeout=20.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'condition not reached in time'
+        time.sleep(0.01)
+
+
 def test_first_frame_waits_for_its_camera_info_and_outputs_pair(seq):
     """The first image waits for a camera_info still in flight; depth + info share a header."""
     import threading
@@ -452,3 +505,14 @@ def test_depth_yaml_is_generated_from_the_parameter_table():
         text = f.read()
     assert text == node_params.yaml_text(), \
         'config/depth.yaml is stale: python -m fmdepth_ros.ros.params > config/depth.yaml'
+
+
+def test_readme_parameter_table_is_generated_from_the_parameter_table():
+    """README's parameter table is params.markdown_table() (regenerate it after edits)."""
+    from fmdepth_ros.ros import params as node_params
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, 'README.md'), encoding='utf-8') as f:
+        text = f.read()
+    assert node_params.markdown_table() in text, (
+        "README's parameter table is stale: replace it with the output of "
+        'python -m fmdepth_ros.ros.params --markdown')

@@ -4,10 +4,9 @@ One :func:`fmdepth_ros.ros.soak.run_soak` run (real rclpy, real networks, online
 is shared by the checks below: resident memory stays flat after the warm-up, every frame is
 answered exactly once and in order, the refinement queue stays bounded, nothing fails.
 
-The run publishes ``FMDEPTH_SOAK_FRAMES`` frames (default 1000, about 1-3 min on 2 shared CPU
-cores); the 10,000-frame soak of the issue is ``FMDEPTH_SOAK_FRAMES=10000`` or
-``fmdepth soak`` (numbers in docs/reliability.md). Smaller unit tests show that each check
-detects the failure it is meant to catch.
+The run publishes ``FMDEPTH_SOAK_FRAMES`` frames (default 10,000, the issue's soak: about 6 min
+on 2 CPU cores; ``FMDEPTH_SOAK_FRAMES=1000`` for a quick look). Numbers in docs/reliability.md.
+Smaller unit tests show that each check detects the failure it is meant to catch.
 """
 
 import argparse
@@ -18,14 +17,15 @@ import pytest
 from fmdepth_ros.cli import CliError
 from fmdepth_ros.ros import soak
 
-FRAMES = int(os.environ.get('FMDEPTH_SOAK_FRAMES', '1000'))
-WARMUP = 200                 # frames; 4 refinement windows happen before the start RSS
-REFINE_EVERY = 50
+FRAMES = int(os.environ.get('FMDEPTH_SOAK_FRAMES', '10000'))
+WARMUP = 500                 # frames: 2 refinement windows (the first allocates ~110 MiB)
+REFINE_EVERY = 200
+IN_FLIGHT = 4                # <= the node's queue_size (5): no frame may be dropped
 # Settled RSS (gc + malloc_trim, refiner idle) moves by up to ~5 MiB between samples, creeps
 # ~6 MiB over 10,000 frames, and the sample after the warm-up was once 17 MiB above the rest
-# (docs/reliability.md). The end-minus-lowest-sample bound over the 800 measured frames catches
-# a leak of >= ~25 KiB per frame (e.g. keeping each frame's depth map and its message: 16 + 16
-# KiB at 64x64); FMDEPTH_SOAK_FRAMES=10000 catches >= ~2 KiB per frame.
+# (docs/reliability.md). The end-minus-lowest-sample bound over the 9,800 measured frames
+# catches a leak of >= ~2 KiB per frame (keeping each frame's depth map and its message would be
+# 16 + 16 KiB at 64x64); over 800 frames (FMDEPTH_SOAK_FRAMES=1000) >= ~25 KiB per frame.
 MAX_RSS_GROWTH_MIB = 24.0
 MAX_RSS_GROWTH_FROM_MIN_MIB = 16.0
 
@@ -38,7 +38,8 @@ def soak_result():
     try:
         result = soak.run_soak(frames=FRAMES, width=64, height=64, refine=True,
                                refine_every=REFINE_EVERY, refine_iterations=1,
-                               warmup=WARMUP, sample_every=100, torch_threads=1)
+                               in_flight=IN_FLIGHT, warmup=WARMUP,
+                               sample_every=500 if FRAMES >= 5000 else 100, torch_threads=1)
     finally:
         torch.set_num_threads(threads)
     return result

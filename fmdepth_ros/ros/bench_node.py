@@ -11,6 +11,7 @@ import threading
 import time
 
 import numpy as np
+import torch
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
@@ -45,6 +46,8 @@ def node_latency(cfg, device, opts, frames, warmup, images, K):
             node = DepthNode(context=context, namespace=namespace, parameter_overrides=[
                 Parameter('config_file', value=config_path),
                 Parameter('device', value=device),
+                # keep the thread count the benchmark runs with (--threads)
+                Parameter('cpu_threads', value=min(torch.get_num_threads(), 256)),
                 Parameter('publish_colored', value=False),
                 Parameter('refine', value=False)])
             # The node builds a plain DepthPredictor; time it with the optimised settings.

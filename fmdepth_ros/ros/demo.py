@@ -158,7 +158,8 @@ class _DemoGraph:
         params = {'weights': weights, 'device': 'cpu', 'refine': True,
                   'refine_target': args.target, 'refine_iterations': args.iterations,
                   'refine_lr': args.lr, 'refine_guard': True, 'publish_colored': False,
-                  'max_frame_gap': 1.0, 'camera_info_wait': 0.2}
+                  'max_frame_gap': 1.0, 'camera_info_wait': 0.2,
+                  'cpu_threads': int(args.threads or 0)}
         self.node = DepthNode(context=self.context, parameter_overrides=[
             Parameter(k, value=v) for k, v in params.items()])
         self.player = rclpy.create_node('demo_player', context=self.context)

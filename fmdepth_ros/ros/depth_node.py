@@ -110,12 +110,15 @@ class DepthNode(Node):
             + (', channels_last' if opts['channels_last'] else '')
             + (', CUDA graphs' if opts['cuda_graphs'] else '')
             + (', torch.compile' if opts['compile'] else '')
+            + f', {self.cpu_threads} CPU thread{"s" if self.cpu_threads > 1 else ""}'
             + f'), refinement {"on" if self.p["refine"] else "off"}, '
             f'scale_mode {self.p["scale_mode"]}')
 
     # ----------------------------------------------------------------------------- set-up
     def _setup_networks(self):
-        from fmdepth_ros.inference import DepthPredictor, PoseEstimator, select_device
+        from fmdepth_ros.inference import (DepthPredictor, PoseEstimator, select_device,
+                                           set_cpu_threads)
+        self.cpu_threads = set_cpu_threads(self.p['cpu_threads'])
         from fmdepth_ros.refinement import OnlineRefiner
         model, self.cfg, warning = load_model(self.p['weights'], self.p['config_file'],
                                               self.p['width'], self.p['height'])
@@ -230,7 +233,7 @@ class DepthNode(Node):
             self.stats.dropped += 1
             self.warnings.warn('frames_dropped', f'inference is slower than the image rate: '
                                f'dropped the oldest queued frame (queue_size '
-                               f'{self.p["queue_size"]}); {self.stats.dropped} dropped so far')
+                               f'{self.p["queue_size"]})')
 
     def _process_queued(self, item):
         msg, convert, received = item

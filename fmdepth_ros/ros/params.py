@@ -42,6 +42,10 @@ PARAMS = (
     Param('precision', 'auto', 'inference precision: auto (fp16 on CUDA, bf16 on CPUs with '
           'native bf16, else fp32), fp32, fp16 or bf16 (refinement always trains in fp32)',
           read_only=True, choices=('auto', 'fp32', 'fp16', 'bf16')),
+    Param('cpu_threads', 0, 'torch intra-op CPU threads, process-wide (each of the inference '
+          'and refinement threads uses this many): 0 = half the usable cores, at least 1 '
+          '(both run at once; more threads than cores makes OpenMP threads wait for each other)',
+          range=(0, 256), read_only=True),
     Param('channels_last', True, 'channels_last (NHWC) memory format for inference (faster '
           'on CPU and CUDA)', read_only=True),
     Param('cuda_graphs', True, 'capture per-frame depth inference in a CUDA graph (CUDA only; '
@@ -56,7 +60,9 @@ PARAMS = (
           range=(0, 4096), read_only=True, step=32),
     Param('frame_ids', [0, -1, 1], 'frame ids of a refinement window (target first); '
           'the sliding window holds max-min+1 frames', read_only=True),
-    Param('queue_size', 5, 'history depth of the input subscriptions', range=(1, 100),
+    Param('queue_size', 5, 'history depth of the input subscriptions and length of the frame '
+          'queue in front of inference (full: the oldest frame is dropped, with a warning)',
+          range=(1, 100),
           read_only=True),
     Param('use_compressed', False, 'subscribe to image/compressed (CompressedImage) instead of '
           'image', read_only=True),
@@ -225,5 +231,23 @@ def yaml_text():
     return '\n'.join(lines) + '\n'
 
 
+def markdown_table():
+    """Return README's parameter table (markdown): name, default, range/choices, runtime."""
+    lines = ['| parameter | default | range / choices | runtime | meaning |',
+             '|---|---|---|---|---|']
+    for param in PARAMS:
+        default = repr(param.default) if isinstance(param.default, str) else param.default
+        if param.choices:
+            limits = ', '.join(param.choices)
+        elif param.range is not None and not isinstance(param.default, bool):
+            limits = f'{param.range[0]:g} … {param.range[1]:g}'
+        else:
+            limits = ''
+        lines.append(f'| `{param.name}` | `{default}` | {limits} | '
+                     f'{"no" if param.read_only else "yes"} | {param.description} |')
+    return '\n'.join(lines) + '\n'
+
+
 if __name__ == '__main__':
-    print(yaml_text(), end='')
+    import sys
+    print(markdown_table() if '--markdown' in sys.argv[1:] else yaml_text(), end='')

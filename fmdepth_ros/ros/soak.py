@@ -182,8 +182,8 @@ def _node_parameters(width, height, refine, refine_every, refine_iterations, dev
     return [Parameter(k, value=v) for k, v in values.items()]
 
 
-def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=50,
-             refine_iterations=1, sequence_length=20, in_flight=2, warmup=200, loop=True,
+def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=200,
+             refine_iterations=1, sequence_length=20, in_flight=4, warmup=500, loop=True,
              frame_timeout=60.0, device='cpu', torch_threads=None, sample_every=500,
              decoder='monodepth2', node_params=None, progress=None, seed=0):
     """Publish ``frames`` synthetic frames into an in-process DepthNode and check the answers.
@@ -201,7 +201,8 @@ def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=50,
         frame_timeout: seconds to wait for the oldest outstanding frame before it is given up
             (it then counts as missing).
         device: node device ('cpu').
-        torch_threads: ``torch.set_num_threads`` for the run (None = unchanged).
+        torch_threads: the node's ``cpu_threads`` (torch intra-op threads, process-wide;
+            None = the node's default, half the cores).
         sample_every: RSS sample period in frames (``rss_samples_mb``); each sample waits
             for the refiner to be idle and is taken with :func:`settled_rss_bytes`.
         decoder: depth decoder of the soak network config (:func:`write_soak_config`).
@@ -233,8 +234,7 @@ def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=50,
         raise ValueError('frames, in_flight and sample_every must be >= 1')
     warmup = min(max(int(warmup), 0), frames - 1)
     if torch_threads:
-        import torch
-        torch.set_num_threads(int(torch_threads))
+        node_params = dict(node_params or {}, cpu_threads=int(torch_threads))
     seq = render_sequence(max(int(sequence_length), 3), width=width, height=height, seed=seed)
     head = Header(frame_id='camera_optical')
     images = [conv.rgb_to_image(im, head) for im in seq.images]
@@ -490,20 +490,21 @@ def configure_parser(parser):
     parser.add_argument('--decoder', choices=('monodepth2', 'featdepth'), default='monodepth2',
                         help='depth decoder of the soak network (monodepth2: cheaper frames)')
     parser.add_argument('--no-refine', action='store_true', help='turn online refinement off')
-    parser.add_argument('--refine-every', type=int, default=50, metavar='N',
-                        help='submit a refinement window every N frames (50)')
+    parser.add_argument('--refine-every', type=int, default=200, metavar='N',
+                        help='submit a refinement window every N frames (200)')
     parser.add_argument('--refine-iterations', type=int, default=1, metavar='N',
                         help='Adam steps per refinement window (1)')
-    parser.add_argument('--in-flight', type=int, default=2, metavar='N',
-                        help='frames published but not yet answered, at most (2; 1 = lock-step)')
-    parser.add_argument('--warmup', type=int, default=200, metavar='N',
-                        help='frames before the start RSS is taken (200)')
+    parser.add_argument('--in-flight', type=int, default=4, metavar='N',
+                        help='frames published but not yet answered, at most (4; 1 = lock-step; '
+                        "keep it <= the node's queue_size, 5)")
+    parser.add_argument('--warmup', type=int, default=500, metavar='N',
+                        help='frames before the start RSS is taken (500: two refinement windows)')
     parser.add_argument('--no-loop', action='store_true',
                         help='no jump back in time in the middle (bag loop)')
     parser.add_argument('--sample-every', type=int, default=500, metavar='N',
                         help='RSS sample period in frames (500)')
     parser.add_argument('--threads', type=int, default=None, metavar='N',
-                        help='torch threads (default: unchanged)')
+                        help="torch threads (the node's cpu_threads; default: half the cores)")
     parser.add_argument('--max-rss-growth', type=float, default=None, metavar='MIB',
                         help='fail when RSS grows by more than MIB after the warm-up')
     parser.add_argument('--json', default=None, metavar='PATH',

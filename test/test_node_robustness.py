@@ -508,7 +508,7 @@ def test_depth_yaml_is_generated_from_the_parameter_table():
 
 
 def test_readme_parameter_table_is_generated_from_the_parameter_table():
-    """README's parameter table is params.markdown_table() (regenerate it after edits)."""
+    """The parameter table in README.md is params.markdown_table() (regenerate after edits)."""
     from fmdepth_ros.ros import params as node_params
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, 'README.md'), encoding='utf-8') as f:

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     'evaluate': ('fmdepth_ros.evaluate', 'KITTI Eigen depth metrics and odometry ATE'),
     'predict': ('fmdepth_ros.predict', 'run a checkpoint on an image or a folder'),
     'convert': ('fmdepth_ros.convert', 'import official FeatDepth / Monodepth2 weights'),
+    'export': ('fmdepth_ros.export', 'deployable checkpoint: weights + config, no optimizer'),
     'bench': ('fmdepth_ros.bench', 'latency / throughput benchmark table'),
     'synth': ('fmdepth_ros.data.synth', 'render a synthetic sequence with ground truth'),
     'kitti2bag': ('fmdepth_ros.kitti2bag', 'convert a KITTI raw drive to a rosbag2 bag'),

@@ -2,10 +2,10 @@
 
 A checkpoint written by ``fmdepth train`` also holds the Adam state (two tensors per
 parameter of the trained networks) and scheduler/RNG extras: 359 MiB for the demo's small
-model, whose weights alone are 154 MiB. The node and ``fmdepth predict``/``evaluate`` only need the weights and the
-config, so ``export`` writes a checkpoint of the same format without the optimizer state; with
-``--half`` the network parameters are stored as float16 (halving the file again; they are
-cast back to float32 when loaded, BatchNorm statistics stay float32).
+model, whose weights alone are 154 MiB. The node and ``fmdepth predict``/``evaluate`` only
+need the weights and the config, so ``export`` writes a checkpoint of the same format without
+the optimizer state; with ``--half`` the network parameters are stored as float16 (halving the
+file again; they are cast back to float32 when loaded, BatchNorm statistics stay float32).
 
 The result is an ordinary fmdepth_ros checkpoint: ``load_checkpoint`` reads it, the node takes
 it as ``weights``, ``fmdepth predict``/``evaluate`` as ``--checkpoint``. It cannot resume a

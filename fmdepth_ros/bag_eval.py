@@ -18,17 +18,16 @@ The result is printed as a table and, with ``json_path``, written atomically as 
 module is ROS-free itself; recording imports rclpy only when it is needed.
 """
 
+from pathlib import Path
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple
 
-import numpy as np
-
 from fmdepth_ros import metrics
-from fmdepth_ros.cli import CliError
 from fmdepth_ros.atomic_io import write_json_atomic
+from fmdepth_ros.cli import CliError
 from fmdepth_ros.data import bag as bagio
+import numpy as np
 
 DEPTH_TOPIC = '/fmdepth/depth/image'
 ODOM_TOPIC = '/fmdepth/odom'
@@ -184,7 +183,7 @@ def format_table(result: Dict) -> str:
     if depth:
         names = metrics.DEPTH_METRICS
         lines.append('  '.join(f'{n:>8}' for n in names) + f"  ({depth['frames']} frames, "
-                     f"median scaling)")
+                     f'median scaling)')
         lines.append('  '.join(f'{depth[n]:8.4f}' for n in names))
     else:
         lines.append('depth: no velodyne ground truth in the bag')

@@ -29,15 +29,14 @@ import os
 import platform
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
+from fmdepth_ros.atomic_io import write_json_atomic
 from fmdepth_ros.cli import CliError
 from fmdepth_ros.config import Config
 from fmdepth_ros.inference import DepthPredictor, fast_options, select_device
-from fmdepth_ros.atomic_io import write_json_atomic
 from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 ENCODERS = (18, 34, 50)
 
@@ -67,7 +66,7 @@ def configure_parser(parser: argparse.ArgumentParser):
                         help='ResNet depths of the DepthNet encoder, comma-separated (default '
                              '18,50 on CUDA, 18 on CPU)')
     parser.add_argument('--decoder', default='featdepth', choices=('featdepth', 'monodepth2'),
-                        help='depth decoder (default featdepth, the paper\'s CRP decoder; '
+                        help="depth decoder (default featdepth, the paper's CRP decoder; "
                              'monodepth2 is much lighter)')
     parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
                         help='optimised path autocast (auto: fp16 on CUDA, bf16 on a CPU with '

@@ -13,8 +13,8 @@ imported with ``fmdepth convert`` (see ``convert.py``).
 """
 
 import os
-import uuid
 from typing import Callable, Optional, Tuple
+import uuid
 
 import torch
 

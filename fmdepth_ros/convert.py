@@ -22,7 +22,7 @@ initialisation, which the command reports.
 import os
 from typing import Dict, List, Optional, Tuple
 
-from .checkpoint import CheckpointError, build_model, load_state_strict, save_checkpoint, \
+from .checkpoint import build_model, CheckpointError, load_state_strict, save_checkpoint, \
     torch_load_file
 from .cli import CliError
 from .config import Config, load_config
@@ -142,7 +142,7 @@ def read_featdepth(src: str, autoencoder: Optional[str] = None,
             raise ConversionError(f'{autoencoder}: expected only Encoder.*/Decoder.* keys of '
                                   f'the FeatDepth autoencoder')
         if 'feature_net' in parts:
-            notes.append('FeatureNet taken from the autoencoder file (the checkpoint\'s '
+            notes.append("FeatureNet taken from the autoencoder file (the checkpoint's "
                          'extractor is ignored)')
         parts['feature_net'] = ae['feature_net']
     return parts, notes
@@ -322,9 +322,9 @@ def configure_parser(parser) -> None:
     parser.add_argument('--format', dest='fmt', choices=('auto', 'featdepth', 'monodepth2'),
                         default='auto', help='source layout (default: detect)')
     parser.add_argument('--height', type=int, default=None,
-                        help='network input height (default: the source model\'s)')
+                        help="network input height (default: the source model's)")
     parser.add_argument('--width', type=int, default=None,
-                        help='network input width (default: the source model\'s)')
+                        help="network input width (default: the source model's)")
     parser.add_argument('--config', default=None,
                         help='YAML config for the non-network settings stored in DST')
     parser.add_argument('--trust-pickle', action='store_true',

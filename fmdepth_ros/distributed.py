@@ -6,8 +6,8 @@ CUDA, Gloo on CPU. Without those variables (a plain ``fmdepth train``) everythin
 no-op for a single process, so the trainer has one code path.
 """
 
-import os
 from dataclasses import dataclass
+import os
 from typing import Any, List, Optional
 
 import torch

@@ -25,12 +25,11 @@ import os
 import sys
 import time
 
-import numpy as np
-
+from fmdepth_ros.atomic_io import write_json_atomic
 from fmdepth_ros.cli import CliError
 from fmdepth_ros.data import is_bag
-from fmdepth_ros.atomic_io import write_json_atomic
 from fmdepth_ros.metrics import DEPTH_METRICS
+import numpy as np
 
 METRIC_LABELS = {'abs_rel': 'AbsRel', 'sq_rel': 'SqRel', 'rmse': 'RMSE',
                  'rmse_log': 'RMSElog', 'a1': 'd<1.25', 'a2': 'd<1.25^2', 'a3': 'd<1.25^3'}

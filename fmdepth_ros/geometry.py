@@ -17,10 +17,10 @@ construction time; every function works for any ``B, H, W``.
 
 from typing import List, Tuple
 
-import torch
-import torch.nn.functional as F
 from kornia.geometry.conversions import axis_angle_to_rotation_matrix
+import torch
 from torch import Tensor
+import torch.nn.functional as F
 
 _EPS = 1e-7  # metres; smallest depth treated as in front of the camera
 

@@ -39,12 +39,11 @@ import os
 import threading
 from typing import Optional, Tuple
 
+from fmdepth_ros.geometry import pose_from_axisangle
+from fmdepth_ros.networks.depth_net import disp_to_depth
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from fmdepth_ros.geometry import pose_from_axisangle
-from fmdepth_ros.networks.depth_net import disp_to_depth
 
 LOGGER = logging.getLogger(__name__)
 
@@ -259,7 +258,8 @@ class DepthPredictor:
     """
 
     def __init__(self, depth_net, cfg, device='cpu', precision='fp32', channels_last=False,
-                 compile=False, cuda_graphs=False, cast_weights=False):
+                 compile=False, cuda_graphs=False,  # noqa: A002 - public keyword
+                 cast_weights=False):
         """Copy the network to ``device`` and set up the optimisations (see class doc)."""
         _check_precision(precision)
         self.cfg = cfg

@@ -20,16 +20,15 @@ the image's stamp. The bag is written to a temporary folder and renamed into pla
 """
 
 import calendar
+from dataclasses import dataclass, field
 import os
+from pathlib import Path
 import shutil
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
-
 from fmdepth_ros.cli import CliError
+import numpy as np
 
 EARTH_RADIUS_M = 6378137.0       # WGS84 equatorial radius, as in the KITTI devkit
 CAMERA_FRAME = 'camera_optical'
@@ -503,7 +502,7 @@ def configure_parser(parser):
                         help='rosbag2 storage plugin (default: mcap)')
     parser.add_argument('--compressed', action='store_true',
                         help=f'write sensor_msgs/CompressedImage on {COMPRESSED_TOPIC} '
-                             '(the drive\'s PNG bytes, lossless) instead of raw Image')
+                             "(the drive's PNG bytes, lossless) instead of raw Image")
     parser.add_argument('--jpeg-quality', type=int, default=None, metavar='Q',
                         help='with --compressed: re-encode as JPEG of quality Q (1-100)')
     parser.add_argument('--no-velodyne', action='store_true', help='skip the velodyne scans')

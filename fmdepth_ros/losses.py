@@ -20,8 +20,8 @@ Images are ``[B, 3, H, W]`` in [0, 1]; error maps are ``[B, 1, H, W]``; scalar l
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+import torch.nn.functional as F
 
 from .config import LossConfig
 

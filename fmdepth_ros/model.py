@@ -19,12 +19,12 @@ from contextlib import nullcontext
 from typing import Dict, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn, Tensor
+import torch.nn.functional as F
 
 from . import geometry, losses
 from .config import Config
-from .networks import DepthNet, FeatureNet, PoseNet, disp_to_depth
+from .networks import DepthNet, disp_to_depth, FeatureNet, PoseNet
 
 __all__ = ['FeatDepthModel']
 

@@ -16,9 +16,8 @@ node), so any input size is accepted.
 import os
 import sys
 
-import numpy as np
-
 from fmdepth_ros.cli import CliError
+import numpy as np
 
 
 def configure_parser(parser):

@@ -21,10 +21,9 @@ import math
 import threading
 import time
 
+from fmdepth_ros.worker import BoundedWorker
 import numpy as np
 import torch
-
-from fmdepth_ros.worker import BoundedWorker
 
 LOGGER = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ TARGETS = ('decoder', 'all')
 def refined_modules(model, target):
     """Return the sub-modules of ``model`` that ``target`` ('decoder' | 'all') updates."""
     if target not in TARGETS:
-        raise ValueError(f"refinement target must be one of {TARGETS}, got {target!r}")
+        raise ValueError(f'refinement target must be one of {TARGETS}, got {target!r}')
     if target == 'all':
         return [model.depth_net, model.pose_net]
     for name in ('decoder', 'depth_decoder'):

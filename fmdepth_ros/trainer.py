@@ -13,22 +13,21 @@ RNGs seeded by (seed, epoch, sample index) (:class:`SeededDataset`), so neither 
 many loader workers ran or where a previous run stopped.
 """
 
+from dataclasses import dataclass
 import logging
 import math
 import os
 import random
 import signal
 import time
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fmdepth_ros.config import Config, save_config
+from fmdepth_ros.distributed import all_gather_objects, any_flag, barrier, DistInfo
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-
-from fmdepth_ros.config import Config, save_config
-from fmdepth_ros.distributed import DistInfo, all_gather_objects, any_flag, barrier
 
 LOG = logging.getLogger(__name__)
 

@@ -126,8 +126,12 @@ PY_DEPS=(
     tensorboard matplotlib kornia rosbags mcap mcap-ros2-support
     hypothesis pytest flake8 flake8-docstrings pydocstyle catkin-pkg colcon-common-extensions
 )
-# ament's linters (pure Python; a system ROS 2 has them when the test_depends are installed)
-AMENT_LINTERS=(ros-ament-flake8)
+# ament's linters and the flake8 plugins ament_flake8 runs with (pure Python; a system ROS 2
+# has them when the test_depends are installed), so test_flake8.py checks what colcon test does
+AMENT_LINTERS=(
+    ros-ament-flake8 flake8-blind-except flake8-builtins flake8-class-newline
+    flake8-comprehensions flake8-deprecated flake8-docstrings flake8-import-order flake8-quotes
+)
 ROS_WHEELS=(
     'ros-rclpy==9.1.*' ros-rmw-fastrtps-cpp ros-sensor-msgs ros-geometry-msgs ros-std-msgs
     ros-nav-msgs ros-diagnostic-msgs ros-builtin-interfaces ros-rcl-interfaces

@@ -3,17 +3,16 @@
 import contextlib
 import time
 
+from fmdepth_ros.ros import conversions as conv
+from fmdepth_ros.ros.depth_node import DepthNode
 import numpy as np
 import pytest
 import rclpy
-import torch
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header
-
-from fmdepth_ros.ros import conversions as conv
-from fmdepth_ros.ros.depth_node import DepthNode
+import torch
 
 
 @pytest.fixture(scope='module', autouse=True)

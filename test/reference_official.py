@@ -16,11 +16,10 @@ Also ``model_factory(cfg)``: the real ``FeatDepthModel`` once ``fmdepth_ros.mode
 else a stand-in holding the three networks under the same attribute names.
 """
 
+from fmdepth_ros.networks import DepthNet, FeatureNet, PoseNet
 import torch
 from torch import nn
 import torch.nn.functional as F
-
-from fmdepth_ros.networks import DepthNet, FeatureNet, PoseNet
 
 
 # --------------------------------------------------------------------------- model factory
@@ -163,6 +162,7 @@ class EncoderWrapper(nn.Module):
 
 # --------------------------------------------------------------------------- FeatDepth layers
 class _Conv3x3(nn.Module):
+
     def __init__(self, cin, cout):
         super().__init__()
         self.pad = nn.ReflectionPad2d(1)
@@ -173,6 +173,7 @@ class _Conv3x3(nn.Module):
 
 
 class _Conv1x1(nn.Module):
+
     def __init__(self, cin, cout):
         super().__init__()
         self.conv = nn.Conv2d(int(cin), int(cout), 1, 1, bias=False)
@@ -182,6 +183,7 @@ class _Conv1x1(nn.Module):
 
 
 class _ConvBlock(nn.Module):
+
     def __init__(self, cin, cout):
         super().__init__()
         self.conv = _Conv3x3(cin, cout)
@@ -192,6 +194,7 @@ class _ConvBlock(nn.Module):
 
 
 class _CRPBlock(nn.Module):
+
     def __init__(self, planes, n_stages=4):
         super().__init__()
         for i in range(n_stages):

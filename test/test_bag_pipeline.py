@@ -5,17 +5,16 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import pytest
-from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-
 from fmdepth_ros import kitti2bag
 from fmdepth_ros.bag_eval import evaluate_bag, project_points
 from fmdepth_ros.cli import main
 from fmdepth_ros.data import bag as bagio
 from fmdepth_ros.data.synth import render_sequence
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import get_typestore, Stores
 
 NUM_FRAMES = 10
 WIDTH, HEIGHT = 192, 64

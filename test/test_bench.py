@@ -2,14 +2,13 @@
 
 import json
 
-import numpy as np
-import pytest
-import torch
-
 from fmdepth_ros import bench
 from fmdepth_ros.cli import CliError, main
 from fmdepth_ros.inference import DepthPredictor
 from fmdepth_ros.networks.depth_net import DepthNet
+import numpy as np
+import pytest
+import torch
 
 
 @pytest.mark.slow

@@ -6,13 +6,12 @@ import subprocess
 import sys
 import time
 
-import pytest
-import torch
-
 from fmdepth_ros.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, \
     save_checkpoint
 from fmdepth_ros.config import small_cpu_config
+import pytest
 from reference_official import model_factory
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,13 +1,12 @@
 """Tests for fmdepth_ros.ros.conversions on real sensor_msgs messages."""
 
 import cv2
+from fmdepth_ros.ros import conversions as conv
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
-
-from fmdepth_ros.ros import conversions as conv
 
 
 def _rgb(h=5, w=7):
@@ -53,10 +52,10 @@ def test_step_padding_is_skipped():
 
 
 @pytest.mark.parametrize('fields, match', [
-    (dict(encoding='yuv422'), 'unsupported image encoding'),
-    (dict(width=0), 'empty image'),
-    (dict(step=10), 'step 10 is smaller'),
-    (dict(height=9), 'needs'),
+    ({'encoding': 'yuv422'}, 'unsupported image encoding'),
+    ({'width': 0}, 'empty image'),
+    ({'step': 10}, 'step 10 is smaller'),
+    ({'height': 9}, 'needs'),
 ])
 def test_invalid_images_raise_clear_errors(fields, match):
     """Invalid images raise clear errors."""

@@ -6,19 +6,18 @@ forward passes) and random weights; the converted networks must reproduce their 
 
 import os
 
-import pytest
-import torch
-
 from fmdepth_ros import cli
 from fmdepth_ros.checkpoint import load_checkpoint, load_state_strict
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.convert import convert, resnet_depth, split_featdepth
 from fmdepth_ros.networks import DepthNet
-from reference_official import EncoderWrapper, Monodepth2Models, OfficialAutoencoder, \
-    OfficialDepthDecoder, OfficialMonoFM, mmcv_checkpoint, model_factory, randomize_
+import pytest
+from reference_official import EncoderWrapper, mmcv_checkpoint, model_factory, Monodepth2Models, \
+    OfficialAutoencoder, OfficialDepthDecoder, OfficialMonoFM, randomize_
+import torch
 
 H, W = 64, 192
-TOL = dict(rtol=1e-4, atol=1e-6)
+TOL = {'rtol': 1e-4, 'atol': 1e-6}
 
 
 def _close(ours, theirs):

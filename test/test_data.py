@@ -3,20 +3,19 @@
 import logging
 import os
 
-import numpy as np
-import pytest
-import torch
-from PIL import Image
-
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.data import detect_kind, make_dataset
-from fmdepth_ros.data.augment import (ColorJitterParams, apply_color_jitter, flip_intrinsics,
+from fmdepth_ros.data.augment import (apply_color_jitter, ColorJitterParams, flip_intrinsics,
                                       sample_color_jitter)
 from fmdepth_ros.data.folder import parse_intrinsics_text
 from fmdepth_ros.data.kitti import parse_split_line, velodyne_to_depth
 from fmdepth_ros.data.synth import render_sequence, write_sequence
 from fmdepth_ros.data.triplets import collate_one
 from fmdepth_ros.geometry import warp
+import numpy as np
+from PIL import Image
+import pytest
+import torch
 
 ODOM = '/work/shared/data/kitti_odometry_01_frames_000-050'
 H, W = 32, 96

@@ -5,14 +5,13 @@ import socket
 import subprocess
 import sys
 
-import pytest
-import torch
-import torch.multiprocessing as mp
-
 from fmdepth_ros import cli
 from fmdepth_ros.checkpoint import build_model, load_checkpoint
 from fmdepth_ros.config import load_config, save_config
 from fmdepth_ros.trainer import seed_everything
+import pytest
+import torch
+import torch.multiprocessing as mp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,19 +3,18 @@
 import json
 import os
 
-import numpy as np
-import pytest
-import torch
-
 from fmdepth_ros.checkpoint import build_model, save_checkpoint
 from fmdepth_ros.cli import main as cli_main
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.data import make_dataset
 from fmdepth_ros.data.folder import FolderSource
-from fmdepth_ros.data.triplets import FrameSource
 from fmdepth_ros.data.synth import render_sequence, write_sequence
+from fmdepth_ros.data.triplets import FrameSource
 from fmdepth_ros.evaluate import evaluate_depth_dataset, evaluate_trajectory, format_table
 from fmdepth_ros.metrics import disparity_to_eval_depth, evaluate_depth
+import numpy as np
+import pytest
+import torch
 
 
 @pytest.fixture(scope='module')

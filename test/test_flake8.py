@@ -2,10 +2,14 @@
 
 Uses ``ament_flake8`` (PyPI ``ros-ament-flake8``, or a system ROS 2) with its ament
 configuration, as ``colcon test`` does; without it, plain flake8 with the same settings.
+Either runs the flake8 plugins that are installed: scripts/setup_env.sh installs ament's
+(flake8-blind-except, -builtins, -class-newline, -comprehensions, -deprecated, -docstrings,
+-import-order with the google style, -quotes).
 Missing docstrings are test_pep257.py's job, as in ament.
 """
 
 import glob
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ament_flake8/configuration/ament_flake8.ini (Kilted), for the fallback without ament_flake8.
 AMENT_IGNORE = 'B902,C816,D100,D101,D102,D103,D104,D105,D106,D107,D203,D212,D404,I202'
+IMPORT_ORDER_STYLE = 'google'
 MAX_LINE_LENGTH = 99
 
 
@@ -40,9 +45,12 @@ def run_flake8(paths):
             return main_with_errors(argv=paths)
         finally:
             os.chdir(cwd)
+    options = [f'--max-line-length={MAX_LINE_LENGTH}', f'--extend-ignore={AMENT_IGNORE}']
+    if importlib.util.find_spec('flake8_import_order') is not None:
+        # flake8 rejects the option unless the plugin is installed
+        options.append(f'--import-order-style={IMPORT_ORDER_STYLE}')
     proc = subprocess.run(
-        [sys.executable, '-m', 'flake8', '--isolated',
-         f'--max-line-length={MAX_LINE_LENGTH}', f'--extend-ignore={AMENT_IGNORE}', *paths],
+        [sys.executable, '-m', 'flake8', '--isolated', *options, *paths],
         cwd=ROOT, capture_output=True, text=True)
     assert 'No module named flake8' not in proc.stderr, proc.stderr
     return proc.returncode, proc.stdout.splitlines() + proc.stderr.splitlines()

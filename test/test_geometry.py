@@ -2,12 +2,11 @@
 
 import math
 
+from fmdepth_ros import geometry
 import numpy as np
 import pytest
-import torch
 from scipy.spatial.transform import Rotation
-
-from fmdepth_ros import geometry
+import torch
 
 
 def _K(batch=1, fx=50.0, fy=48.0, cx=20.0, cy=12.0, dtype=torch.float32):

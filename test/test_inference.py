@@ -3,17 +3,15 @@
 import os
 import threading
 
+from fmdepth_ros.config import small_cpu_config
+from fmdepth_ros.geometry import invert_pose, pose_from_axisangle
+from fmdepth_ros.inference import (cpu_has_native_bf16, DepthPredictor, fast_options,
+                                   PoseEstimator, select_device, set_cpu_threads, usable_cpu_count)
+from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from fmdepth_ros.config import small_cpu_config
-from fmdepth_ros.geometry import invert_pose, pose_from_axisangle
-from fmdepth_ros.inference import (DepthPredictor, PoseEstimator, cpu_has_native_bf16,
-                                   fast_options, select_device, set_cpu_threads,
-                                   usable_cpu_count)
-from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
 
 
 @pytest.fixture(scope='module')

@@ -4,15 +4,14 @@ import shutil
 import sqlite3
 
 import cv2
-import numpy as np
-import pytest
-from rosbags.highlevel import AnyReader
-
 from fmdepth_ros import kitti2bag
 from fmdepth_ros.cli import CliError, main
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.data import bag as bagio
 from fmdepth_ros.data.synth import render_sequence
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
 
 NUM_FRAMES = 8
 

@@ -12,12 +12,11 @@ import subprocess
 import sys
 import time
 
+from fmdepth_ros.data.synth import render_sequence
+from node_helpers import executor_for, frame_messages, ros_graph, spin_until
 import pytest
 import rclpy
 from sensor_msgs.msg import CameraInfo, Image
-
-from fmdepth_ros.data.synth import render_sequence
-from node_helpers import executor_for, frame_messages, ros_graph, spin_until
 
 pytestmark = pytest.mark.ros
 

@@ -10,15 +10,14 @@ as ``fmdepth demo`` phase a), shared with the node's online refinement test.
 
 import os
 
-import numpy as np
-import pytest
-import torch
-
 from fmdepth_ros import metrics
 from fmdepth_ros.checkpoint import build_model, load_checkpoint
 from fmdepth_ros.config import load_config
 from fmdepth_ros.data.synth import render_sequence
 from fmdepth_ros.trainer import seed_everything
+import numpy as np
+import pytest
+import torch
 from trained_model import MAX_STEPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

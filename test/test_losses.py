@@ -1,12 +1,11 @@
 """Tests of the FeatDepth losses (fmdepth_ros.losses), including the paper's key claim."""
 
-import numpy as np
-import pytest
-import torch
-from scipy import ndimage
-
 from fmdepth_ros import geometry, losses
 from fmdepth_ros.config import LossConfig
+import numpy as np
+import pytest
+from scipy import ndimage
+import torch
 
 
 def test_ssim_zero_for_identical_and_positive_otherwise():
@@ -129,7 +128,7 @@ def test_discriminative_and_convergent_rank_feature_maps():
     gentle, steep = 0.1 * xs, 1.0 * xs
     bumpy = torch.rand(1, 8, 16, 16) * 2.0
     dis = {k: float(losses.discriminative_loss(v, image))
-           for k, v in dict(constant=constant, gentle=gentle, steep=steep).items()}
+           for k, v in {'constant': constant, 'gentle': gentle, 'steep': steep}.items()}
     assert dis['steep'] < dis['gentle'] < dis['constant'] == 0.0
     assert dis['steep'] == pytest.approx(-1.0)                # |dx| = 1 everywhere, dy = 0
     cvt_ramp = float(losses.convergent_loss(steep, image))

@@ -3,14 +3,13 @@
 import math
 import os
 
-import numpy as np
-import pytest
-from scipy.spatial.transform import Rotation
-
 from fmdepth_ros.metrics import (chain_poses, compute_ate, compute_depth_errors,
                                  disparity_to_eval_depth, evaluate_depth, garg_crop_mask,
                                  kitti_segment_errors, load_poses_kitti, mean_errors,
                                  save_poses_kitti, snippet_ate, umeyama_alignment)
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
 
 KITTI_GT = '/work/shared/data/kitti_raw_0001_gt_depth'
 

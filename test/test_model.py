@@ -1,11 +1,10 @@
 """Tests of FeatDepthModel: both training stages run, are finite and backpropagate."""
 
-import pytest
-import torch
-
 from fmdepth_ros import geometry
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.model import FeatDepthModel
+import pytest
+import torch
 
 
 def _batch(cfg, batch_size=2, seed=0):

@@ -1,11 +1,10 @@
 """Shape, key-layout and weight-loading tests of the networks (ResNet-18 at 64x192)."""
 
+from fmdepth_ros.networks import DepthNet, disp_to_depth, FeatureNet, load_encoder_weights, \
+    PoseNet, ResNet, WeightsError
 import pytest
 import torch
 import torch.nn.functional as F
-
-from fmdepth_ros.networks import DepthNet, FeatureNet, PoseNet, ResNet, WeightsError, \
-    disp_to_depth, load_encoder_weights
 
 H, W = 64, 192
 

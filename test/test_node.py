@@ -11,24 +11,23 @@ refinement test starts from a model trained by ``fmdepth train`` (session fixtur
 unseen sequence.
 """
 
-import numpy as np
-import pytest
-import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry
-from scipy.spatial.transform import Rotation
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from tf2_msgs.msg import TFMessage
-
 from fmdepth_ros.checkpoint import build_model, save_checkpoint
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.data.synth import render_sequence
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros.params import DEFAULT_BASE_TO_CAMERA
 from fmdepth_ros.ros.tf_publisher import OdometryChain, StaticTfCache
+from nav_msgs.msg import Odometry
 from node_helpers import (abs_rel, executor_for, frame_messages, make_node,  # noqa: F401
                           one_torch_thread, ros_graph, spin_until)
+import numpy as np
+import pytest
+import rclpy
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from tf2_msgs.msg import TFMessage
+import torch
 
 pytestmark = pytest.mark.ros
 

@@ -1,12 +1,11 @@
 """Fuzz test (hypothesis): arbitrary sensor_msgs/Image fields never raise out of the callback."""
 
-import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from sensor_msgs.msg import Image
-
 from fmdepth_ros.ros import conversions as conv
+from hypothesis import given, HealthCheck, settings
+from hypothesis import strategies as st
 from node_helpers import make_node, one_torch_thread, ros_graph  # noqa: F401
+import pytest
+from sensor_msgs.msg import Image
 
 pytestmark = pytest.mark.ros
 

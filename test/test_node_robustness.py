@@ -10,19 +10,18 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import pytest
-import rclpy
-import torch
-from rclpy.parameter import Parameter
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, Image
-
 from fmdepth_ros.data.synth import render_sequence
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros.model_setup import StartupError
 from node_helpers import (executor_for, frame_messages, header, make_node,  # noqa: F401
                           one_torch_thread, ros_graph, spin_until)
+import numpy as np
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+import torch
 
 pytestmark = pytest.mark.ros
 

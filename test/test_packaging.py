@@ -18,9 +18,8 @@ import sys
 import xml.etree.ElementTree as ET
 import zipfile
 
-import pytest
-
 from fmdepth_ros.cli import SUBCOMMANDS
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = 'fmdepth_ros'

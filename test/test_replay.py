@@ -12,14 +12,15 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rosgraph_msgs.msg import Clock  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-
-from fmdepth_ros import kitti2bag  # noqa: E402
+# These follow the importorskip (E402), so the import order check compares the first one
+# with 'import pytest' above (I100).
+from fmdepth_ros import kitti2bag  # noqa: E402, I100
 from fmdepth_ros.cli import main  # noqa: E402
 from fmdepth_ros.data.synth import render_sequence  # noqa: E402
 from fmdepth_ros.ros.replay import BagPlayer, qos_for  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NUM_FRAMES = 10

@@ -1,9 +1,8 @@
 """Tests for fmdepth_ros.scale (ground-plane camera-height scale, fixed scale)."""
 
+from fmdepth_ros.scale import camera_height_from_depth, DepthScaler, fit_plane_ransac
 import numpy as np
 import pytest
-
-from fmdepth_ros.scale import DepthScaler, camera_height_from_depth, fit_plane_ransac
 
 K = np.array([[100.0, 0, 96], [0, 100.0, 32], [0, 0, 1]])
 

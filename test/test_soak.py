@@ -12,10 +12,9 @@ Smaller unit tests show that each check detects the failure it is meant to catch
 import argparse
 import os
 
-import pytest
-
 from fmdepth_ros.cli import CliError
 from fmdepth_ros.ros import soak
+import pytest
 
 FRAMES = int(os.environ.get('FMDEPTH_SOAK_FRAMES', '10000'))
 WARMUP = 500                 # frames: 2 refinement windows (the first allocates ~110 MiB)

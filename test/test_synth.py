@@ -1,11 +1,10 @@
 """Tests of the synthetic sequence generator (fmdepth_ros.data.synth)."""
 
-import numpy as np
-import pytest
-
 from fmdepth_ros.cli import main as cli_main
 from fmdepth_ros.data.synth import (load_poses_kitti, read_sequence, render_sequence,
                                     save_poses_kitti, write_sequence)
+import numpy as np
+import pytest
 
 
 @pytest.fixture(scope='module')

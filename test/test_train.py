@@ -7,16 +7,15 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import pytest
-import torch
-
 from fmdepth_ros import cli
 from fmdepth_ros.checkpoint import load_checkpoint
 from fmdepth_ros.config import load_config, save_config
-from fmdepth_ros.trainer import (ResumableSampler, SeededDataset, WarmupStepSchedule,
-                                 capture_rng_state, plan_stages, restore_rng_state,
-                                 stage_milestones)
+from fmdepth_ros.trainer import (capture_rng_state, plan_stages, restore_rng_state,
+                                 ResumableSampler, SeededDataset, stage_milestones,
+                                 WarmupStepSchedule)
+import numpy as np
+import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,9 +2,8 @@
 
 import threading
 
-import pytest
-
 from fmdepth_ros.worker import BoundedWorker
+import pytest
 
 
 class Recorder:

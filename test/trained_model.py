@@ -6,13 +6,12 @@ FeatureNet steps, then DepthNet + PoseNet up to step 160 (self-supervised, no gr
 The learning proof (test_learning.py) evaluates it; the node's refinement test starts from it.
 """
 
+from dataclasses import dataclass
 import resource
 import time
-from dataclasses import dataclass
-
-import torch
 
 from fmdepth_ros.ros.demo import train_small_model
+import torch
 
 TRAIN_SEED = 0
 TRAIN_FRAMES = 40

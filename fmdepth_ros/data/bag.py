@@ -10,16 +10,15 @@ missing, truncated or corrupt bag raises :class:`BagError`, a one-line ``CliErro
 """
 
 import bisect
-import functools
-import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
+import functools
 from pathlib import Path
+import struct
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import numpy as np
-
 from fmdepth_ros.cli import CliError
+import numpy as np
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'

@@ -18,9 +18,8 @@ gives one source per sub-directory.
 import logging
 import os
 
-import numpy as np
-
 from fmdepth_ros.data.triplets import FrameSource, load_rgb
+import numpy as np
 
 LOGGER = logging.getLogger(__name__)
 

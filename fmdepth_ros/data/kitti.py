@@ -18,9 +18,8 @@ line, in order) or is projected from the velodyne scan.
 import os
 import re
 
-import numpy as np
-
 from fmdepth_ros.data.triplets import FrameSource
+import numpy as np
 
 DATE_RE = re.compile(r'^\d{4}_\d{2}_\d{2}$')
 SIDE_TO_CAM = {'l': 2, 'r': 3, '2': 2, '3': 3}

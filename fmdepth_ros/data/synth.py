@@ -23,12 +23,11 @@ On disk (``write_sequence`` / ``read_sequence`` / ``fmdepth synth``)::
 """
 
 import argparse
-import os
 from dataclasses import dataclass
-
-import numpy as np
+import os
 
 from fmdepth_ros.metrics import load_poses_kitti, save_poses_kitti
+import numpy as np
 
 FRAME_PERIOD_NS = 100_000_000   # 10 Hz like KITTI
 _TEXTURE_SIZE = 256             # texels per tile side

@@ -17,12 +17,11 @@ H x W is ``cfg.model.height x cfg.model.width``. For evaluation at the native re
 import logging
 from typing import List, Optional, Sequence, Tuple
 
+from fmdepth_ros.data.augment import (apply_color_jitter, flip_horizontal, flip_intrinsics,
+                                      sample_color_jitter)
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-
-from fmdepth_ros.data.augment import (apply_color_jitter, flip_horizontal, flip_intrinsics,
-                                      sample_color_jitter)
 
 LOGGER = logging.getLogger(__name__)
 

@@ -28,18 +28,17 @@ Run: ``python -m fmdepth_ros.experiments.feature_metric_synthetic`` (table in
 """
 
 import argparse
+from dataclasses import dataclass
 import math
 import sys
 import time
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from fmdepth_ros import geometry, losses
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-
-from fmdepth_ros import geometry, losses
+import torch.nn.functional as F
 
 __all__ = ['Scene', 'render_scene', 'edge_distance_features', 'optimise', 'depth_errors',
            'run_experiment', 'format_table', 'main']
@@ -363,7 +362,7 @@ def format_table(rows: List[Dict[str, object]]) -> str:
                      f"{mean('absrel_textured'):.3f} | {mean('absrel_all'):.3f} | "
                      f"{mean('rmse'):.3f} | "
                      f"{'-' if weight is None else format(mean('pose_error'), '.4f')} | "
-                     f"{len(sel)} |")
+                     f'{len(sel)} |')
     return '\n'.join(lines)
 
 

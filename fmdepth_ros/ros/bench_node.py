@@ -10,19 +10,18 @@ import tempfile
 import threading
 import time
 
+from fmdepth_ros.config import save_config
+from fmdepth_ros.inference import DepthPredictor
+from fmdepth_ros.ros import conversions as conv
+from fmdepth_ros.ros.depth_node import DepthNode
 import numpy as np
-import torch
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
-
-from fmdepth_ros.config import save_config
-from fmdepth_ros.inference import DepthPredictor
-from fmdepth_ros.ros import conversions as conv
-from fmdepth_ros.ros.depth_node import DepthNode
+import torch
 
 
 def node_latency(cfg, device, opts, frames, warmup, images, K):

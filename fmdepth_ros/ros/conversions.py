@@ -9,9 +9,9 @@ Output depth images are REP-118 ``32FC1`` metres with NaN for invalid pixels.
 import math
 
 import cv2
-import numpy as np
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry
+import numpy as np
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
 

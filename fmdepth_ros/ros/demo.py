@@ -24,9 +24,8 @@ import json
 import os
 import time
 
-import numpy as np
-
 from fmdepth_ros.cli import CliError
+import numpy as np
 
 
 DEMO_CONFIG = 'synthetic_cpu.yaml'
@@ -57,7 +56,7 @@ def configure_parser(parser):
     parser.add_argument('--iterations', type=int, default=8,
                         help='refinement Adam steps per window (default 8)')
     parser.add_argument('--lr', type=float, default=5e-5,
-                        help='refinement learning rate (default 5e-5: 1e-4, the paper\'s, '
+                        help="refinement learning rate (default 5e-5: 1e-4, the paper's, "
                              'with fresh Adam moments on every window makes steps that the '
                              'guard often reverts when the whole DepthNet + PoseNet learns)')
     parser.add_argument('--target', choices=('all', 'decoder'), default='all',
@@ -66,7 +65,7 @@ def configure_parser(parser):
                         help='seconds of online learning; then refinement stops and one final '
                              'pass is measured (default 240)')
     parser.add_argument('--threads', type=int, default=1,
-                        help='torch intra-op threads (default 1: the node\'s inference and '
+                        help="torch intra-op threads (default 1: the node's inference and "
                              'refinement threads already run in parallel, and one thread each '
                              'stays fast on a busy machine)')
 

@@ -33,27 +33,26 @@ import sys
 import time
 
 import cv2
+from diagnostic_msgs.msg import DiagnosticArray
+from fmdepth_ros.ros import conversions as conv
+from fmdepth_ros.ros import params as node_params
+from fmdepth_ros.ros.diagnostics import build_diagnostics, NodeStats
+from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningThrottle
+from fmdepth_ros.ros.model_setup import inference_options, load_model, StartupError
+from fmdepth_ros.ros.tf_publisher import (OdometryChain, StaticTfCache, TF_STATIC_QOS,
+                                          TfBroadcaster)
+from fmdepth_ros.scale import DepthScaler
+from fmdepth_ros.worker import BoundedWorker
+from nav_msgs.msg import Odometry
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rcl_interfaces.msg import SetParametersResult
-from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry
+from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-from fmdepth_ros.ros import conversions as conv
-from fmdepth_ros.ros import params as node_params
-from fmdepth_ros.ros.diagnostics import NodeStats, build_diagnostics
-from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningThrottle
-from fmdepth_ros.ros.model_setup import StartupError, inference_options, load_model
-from fmdepth_ros.ros.tf_publisher import (OdometryChain, StaticTfCache, TF_STATIC_QOS,
-                                          TfBroadcaster)
-from fmdepth_ros.scale import DepthScaler
-from fmdepth_ros.worker import BoundedWorker
 
 try:
     from tf2_msgs.msg import TFMessage

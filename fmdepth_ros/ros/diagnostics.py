@@ -5,8 +5,8 @@ import math
 import threading
 import time
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import numpy as np
 
 
 class NodeStats:

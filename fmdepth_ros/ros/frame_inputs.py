@@ -7,9 +7,8 @@ import collections
 import threading
 import time
 
-import numpy as np
-
 from fmdepth_ros.ros.conversions import camera_info_to_K, stamp_to_ns
+import numpy as np
 
 
 class WarningThrottle:

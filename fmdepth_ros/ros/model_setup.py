@@ -56,7 +56,7 @@ def load_model(weights, config_file='', width=0, height=0):
 
 
 def inference_options(device, precision='auto', channels_last=True, cuda_graphs=True,
-                      compile=False):
+                      compile=False):  # noqa: A002 - the node's compile parameter
     """:class:`~fmdepth_ros.inference.DepthPredictor` keywords for the node's parameters.
 
     ``precision`` 'auto' takes :func:`~fmdepth_ros.inference.fast_options`'s recommendation for

@@ -6,13 +6,12 @@ Range violations are rejected by the descriptors (rclpy), other invalid values (
 ``min_depth >= max_depth``...) by :func:`validate` with a one-line reason.
 """
 
-import math
 from dataclasses import dataclass
+import math
 from typing import Any, Optional, Tuple
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-
 from fmdepth_ros.ros.model_setup import MIN_INPUT_SIZE
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 DEFAULT_BASE_TO_CAMERA = [0.0, 0.0, 0.0, -math.pi / 2, 0.0, -math.pi / 2]
 
@@ -24,7 +23,7 @@ class Param:
     name: str
     default: Any
     description: str
-    range: Optional[Tuple[float, float]] = None
+    range: Optional[Tuple[float, float]] = None  # noqa: A003 - keyword field, shadows nothing
     read_only: bool = False
     choices: Optional[Tuple[str, ...]] = None
     step: float = 0
@@ -118,7 +117,7 @@ PARAMS = (
     Param('refine_lr', 1e-4, 'refinement learning rate', range=(1e-8, 1e-1)),
     Param('refine_target', 'decoder', 'what is refined: decoder (depth decoder) or all '
           '(DepthNet + PoseNet)', choices=('decoder', 'all')),
-    Param('refine_guard', True, 'revert a window\'s refinement when its loss gets worse or '
+    Param('refine_guard', True, "revert a window's refinement when its loss gets worse or "
           'not finite'),
     Param('refine_every', 1, 'submit a refinement window every N frames', range=(1, 10000)),
     Param('refine_queue_size', 2, 'refinement queue length (the oldest window is dropped)',

@@ -19,12 +19,12 @@ and in ``metadata.yaml``'s ``custom_data``: ``fmdepth.source_bag``, ``fmdepth.ch
 renamed into place when complete. ``fmdepth evaluate --bag`` reads it (see bag_eval.py).
 """
 
+from dataclasses import dataclass, field
 import os
+from pathlib import Path
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, List, Optional
 
 from fmdepth_ros.cli import CliError
@@ -296,7 +296,7 @@ def configure_parser(parser):
     parser.add_argument('--checkpoint', metavar='CKPT', default=None,
                         help='node weights (fmdepth train / convert); default: random init')
     parser.add_argument('--out', metavar='OUT_BAG', required=True,
-                        help='output bag folder for the node\'s depth / camera_info / odom')
+                        help="output bag folder for the node's depth / camera_info / odom")
     parser.add_argument('--rate', type=float, default=None, metavar='R',
                         help='play with the recorded timing at speed R (frames may be dropped); '
                              'default: lock-step, every frame answered')

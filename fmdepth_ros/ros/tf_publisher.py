@@ -9,10 +9,9 @@
   ``tf2_msgs/TFMessage`` on ``/tf``; without tf2_msgs it logs once and sends nothing.
 """
 
+from fmdepth_ros.ros.conversions import transform_to_matrix
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-from fmdepth_ros.ros.conversions import transform_to_matrix
 
 try:  # pragma: no cover - depends on the installation
     from tf2_msgs.msg import TFMessage

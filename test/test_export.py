@@ -4,13 +4,12 @@ import os
 import subprocess
 import sys
 
-import pytest
-import torch
-
-from fmdepth_ros.checkpoint import CheckpointError, build_model, load_checkpoint, \
+from fmdepth_ros.checkpoint import build_model, CheckpointError, load_checkpoint, \
     save_checkpoint
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.export import export_checkpoint
+import pytest
+import torch
 
 
 @pytest.fixture(scope='module')

@@ -495,27 +495,34 @@ class PoseEstimator:
     See the module docstring for the direction convention.
     """
 
-    def __init__(self, pose_net, cfg, device='cpu', precision='fp32'):
-        """Copy ``pose_net`` (or ``model.pose_net``) to ``device``; allocate input buffers."""
+    def __init__(self, pose_net, cfg, device='cpu', precision='fp32', cast_weights=False):
+        """Copy ``pose_net`` (or ``model.pose_net``) to ``device``; allocate input buffers.
+
+        ``precision`` 'fp16'/'bf16' runs autocast over float32 weights, unless
+        ``cast_weights``: then the weights and inputs are stored in that precision and no
+        autocast runs (as :class:`DepthPredictor`; saves the per-frame weight casts on the CPU).
+        """
         _check_precision(precision)
         self.cfg = cfg
         self.device = torch.device(device)
         self.precision = precision
+        self.cast_weights = bool(cast_weights) and precision != 'fp32'
         self.notes = []
         self.net = copy.deepcopy(getattr(pose_net, 'pose_net', pose_net)).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.net.to(self.device)
+        dtype = PRECISIONS[precision] if self.cast_weights else torch.float32
+        self.net.to(device=self.device, dtype=dtype)
         self._lock = threading.RLock()
         size = (1, 3, int(cfg.model.pose_height), int(cfg.model.pose_width))
-        self._inputs = (torch.empty(size, device=self.device),
-                        torch.empty(size, device=self.device))
+        self._inputs = (torch.empty(size, device=self.device, dtype=dtype),
+                        torch.empty(size, device=self.device, dtype=dtype))
         self._uploaders = (_ImageUploader(self.device), _ImageUploader(self.device))
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
         return torch.autocast(device_type=self.device.type, dtype=dtype or torch.float32,
-                              enabled=dtype is not None)
+                              enabled=dtype is not None and not self.cast_weights)
 
     def estimate_axisangle(self, earlier, later) -> Tuple[np.ndarray, np.ndarray]:
         """Raw PoseNet output on ``[earlier, later]``: (axisangle [3], translation [3]).

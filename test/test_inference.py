@@ -6,7 +6,8 @@ import threading
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.geometry import invert_pose, pose_from_axisangle
 from fmdepth_ros.inference import (cpu_has_native_bf16, DepthPredictor, fast_options,
-                                   PoseEstimator, select_device, set_cpu_threads, usable_cpu_count)
+                                   PoseEstimator, PRECISIONS, select_device, set_cpu_threads,
+                                   usable_cpu_count)
 from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
 import numpy as np
 import pytest
@@ -316,6 +317,24 @@ def test_pose_matches_training_convention(cfg):
                                atol=1e-5)
     np.testing.assert_allclose(np.linalg.inv(estimator.estimate(by_id[0], by_id[1])),
                                poses[1][0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize('precision', ['bf16', 'fp16'])
+def test_pose_with_low_precision_weights_matches_fp32(cfg, precision):
+    """cast_weights stores PoseNet in bf16/fp16 (no autocast); poses stay close to fp32 ones."""
+    from fmdepth_ros.checkpoint import build_model
+    if precision == 'fp16' and not torch.cuda.is_available():
+        pytest.skip('fp16 convolutions are a CUDA path')
+    torch.manual_seed(4)
+    model = build_model(cfg).eval()
+    earlier, later = _image(64, 192, seed=20), _image(64, 192, seed=21)
+    reference = PoseEstimator(model, cfg).estimate_axisangle(earlier, later)
+    device = 'cuda' if precision == 'fp16' else 'cpu'
+    fast = PoseEstimator(model, cfg, device=device, precision=precision, cast_weights=True)
+    assert fast.cast_weights and next(fast.net.parameters()).dtype == PRECISIONS[precision]
+    for got, want in zip(fast.estimate_axisangle(earlier, later), reference):
+        np.testing.assert_allclose(got, want, rtol=0.05, atol=2e-4)
+    assert not PoseEstimator(model, cfg, precision='fp32', cast_weights=True).cast_weights
 
 
 def test_load_pose_state(cfg):

@@ -137,8 +137,10 @@ class DepthNode(Node):
         self.predictor = DepthPredictor(model.depth_net, self.cfg, device=self.device,
                                         **self.inference_options)
         self._notes_logged = self._log_predictor_notes(0)
-        self.pose_estimator = PoseEstimator(model.pose_net, self.cfg, device=self.device,
-                                            precision=self.inference_options['precision'])
+        self.pose_estimator = PoseEstimator(
+            model.pose_net, self.cfg, device=self.device,
+            precision=self.inference_options['precision'],
+            cast_weights=self.inference_options.get('cast_weights', False))
         self.refiner = OnlineRefiner(model, self.cfg, device=self.device,
                                      on_weights=self._swap_weights,
                                      logger=_LoggingAdapter(self.get_logger()))

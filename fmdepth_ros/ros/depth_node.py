@@ -24,8 +24,8 @@ the oldest when inference falls behind (counted, with a throttled warning). came
 /tf_static and the diagnostics timer share another group; online refinement has its own thread
 (:class:`fmdepth_ros.refinement.OnlineRefiner`). Neither inference nor refinement runs on the
 executor: a callback that keeps its group busy for a whole inference makes rclpy's
-MultiThreadedExecutor spin without sleeping while the next image waits (measured: ~100 empty
-wake-ups per frame; the spinning thread holds the GIL and slowed inference ~5x on 2 cores).
+MultiThreadedExecutor spin without sleeping while the next image waits (measured: ~800 empty
+wake-ups per frame; the spinning thread holds the GIL and cut throughput ~4x on 2 cores).
 """
 
 import signal

@@ -37,25 +37,14 @@ def export_checkpoint(src, dst, half=False) -> dict:
     model, cfg, info = load_checkpoint(src, map_location='cpu')
     extra = {'exported_from': os.path.basename(os.fspath(src)),
              'exported_precision': 'fp16' if half else 'fp32'}
-    target = model
-    if half:
-        target = _HalfParameters(model)
-    save_checkpoint(dst, target, cfg, step=info['step'], optimizer=None, extra=extra)
+    if half:   # parameters only: BatchNorm statistics keep float32
+        for param in model.parameters():
+            if param.is_floating_point():
+                param.data = param.data.half()
+    save_checkpoint(dst, model, cfg, step=info['step'], optimizer=None, extra=extra)
     return {'src_bytes': os.path.getsize(src), 'dst_bytes': os.path.getsize(dst),
             'step': info['step'], 'half': bool(half),
             'parameters': sum(p.numel() for p in model.parameters())}
-
-
-class _HalfParameters:
-    """``state_dict()`` of a model with its floating-point parameters cast to float16."""
-
-    def __init__(self, model):
-        self._model = model
-
-    def state_dict(self):
-        names = {name for name, _ in self._model.named_parameters()}
-        return {k: (v.half() if k in names and v.is_floating_point() else v)
-                for k, v in self._model.state_dict().items()}
 
 
 def configure_parser(parser) -> None:

@@ -94,8 +94,9 @@ class DepthNode(Node):
         self._first_image_time = None
         self._frames_since_refine = 0
         self._skipping = False
+        # _guarded catches and reports every error of a frame: the worker needs no on_error
         self.frames = BoundedWorker(self._process_queued, int(self.p['queue_size']),
-                                    'fmdepth-inference', on_error=self._on_frame_error)
+                                    'fmdepth-inference')
         self._setup_topics()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
@@ -239,10 +240,6 @@ class DepthNode(Node):
     def _process_queued(self, item):
         msg, convert, received = item
         self._guarded(msg, convert, received)
-
-    def _on_frame_error(self, exc):
-        self.warnings.warn('processing_error', f'frame processing failed: '
-                           f'{type(exc).__name__}: {exc}')
 
     def image_callback(self, msg):
         """Convert and process one sensor_msgs/Image now, on the calling thread; never raises.

@@ -38,5 +38,22 @@ setup(
             'fmdepth = fmdepth_ros.cli:main',
             'depth_node = fmdepth_ros.ros.depth_node:main',
         ],
+        # `fmdepth <name>`: the dispatcher (fmdepth_ros/cli.py) reads this group. Core commands
+        # are in fmdepth_ros.commands; the ones that run the node in fmdepth_ros.ros.tools
+        # (evaluate and bench there extend the core command of the same name).
+        'fmdepth_ros.commands': [
+            'train = fmdepth_ros.commands.train',
+            'predict = fmdepth_ros.commands.predict',
+            'convert = fmdepth_ros.commands.convert',
+            'export = fmdepth_ros.commands.export',
+            'synth = fmdepth_ros.commands.synth',
+            'kitti2bag = fmdepth_ros.commands.kitti2bag',
+            'evaluate = fmdepth_ros.ros.tools.evaluate',
+            'bench = fmdepth_ros.ros.tools.bench',
+            'replay = fmdepth_ros.ros.tools.replay',
+            'record = fmdepth_ros.ros.tools.record',
+            'soak = fmdepth_ros.ros.tools.soak',
+            'demo = fmdepth_ros.ros.tools.demo',
+        ],
     },
 )

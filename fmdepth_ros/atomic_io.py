@@ -1,27 +1,83 @@
-"""Atomic file output: write to a temporary file in the target folder, fsync, ``os.replace``.
+"""Atomic file output: the project's one writer.
 
+Temporary file in the target folder, fsync, ``os.replace``, fsync of the folder.
 A reader (or a crash) never sees a half-written file: either the previous file or the new one.
+Every ``os.replace`` of the package goes through :func:`replace_atomic`.
 """
 
+import contextlib
 import json
 import os
-import tempfile
+import uuid
+
+
+def _fsync_directory(directory):
+    """Make a rename in ``directory`` durable (best effort: some filesystems refuse)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_atomic(src, dst):
+    """``os.replace(src, dst)`` and fsync ``dst``'s folder.
+
+    ``src`` must be complete and flushed (a file written by :func:`open_atomic`, or a folder
+    such as a bag written next to ``dst``); it must be on the same filesystem as ``dst``.
+    """
+    os.replace(src, dst)
+    _fsync_directory(os.path.dirname(os.path.abspath(os.fspath(dst))))
+
+
+@contextlib.contextmanager
+def open_atomic(path, mode='wb', encoding=None):
+    """Open a temporary file beside ``path``; on success fsync it and move it onto ``path``.
+
+    Creates the parent folder. The file has mode 0666 & ~umask like ``open``. If the body
+    raises, the temporary file is removed and ``path`` is left as it was::
+
+        with open_atomic('model.pt') as f:
+            torch.save(obj, f)
+    """
+    if mode not in ('w', 'wb'):
+        raise ValueError(f'open_atomic: mode must be "w" or "wb", got {mode!r}')
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # O_EXCL + a unique name (like mkstemp) but mode 0666 & ~umask (mkstemp forces 0600)
+    tmp = os.path.join(directory,
+                       f'.{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        if mode == 'w':
+            f = os.fdopen(fd, 'w', encoding=encoding or 'utf-8')
+        else:
+            f = os.fdopen(fd, 'wb')
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        replace_atomic(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path, text):
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with open_atomic(path, 'w') as f:
+        f.write(text)
 
 
 def write_json_atomic(path, data, sort_keys=True):
     """Write ``data`` as indented JSON to ``path`` atomically (creates the parent folder)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp',
-                               dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump(data, f, indent=2, sort_keys=sort_keys)
-            f.write('\n')
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with open_atomic(path, 'w') as f:
+        json.dump(data, f, indent=2, sort_keys=sort_keys)
+        f.write('\n')

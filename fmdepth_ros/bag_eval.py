@@ -1,9 +1,8 @@
-"""End-to-end evaluation through ROS: ``fmdepth evaluate --checkpoint CKPT --bag BAG``.
+"""Scores a recording of the node's outputs against a bag's ground truth (ROS-free).
 
-1. The ``fmdepth`` node runs in-process on the bag (:func:`fmdepth_ros.ros.record.record_bag`,
-   lock-step, every frame answered); its depth images and odometry are stored in a bag
-   (kept with ``output=``, else a temporary one). A previous recording can be passed as
-   ``predictions=`` instead (then no ROS is needed).
+1. ``fmdepth evaluate --bag`` (:mod:`fmdepth_ros.ros.tools.evaluate`) runs the ``fmdepth`` node
+   in-process on the bag (lock-step, every frame answered) and stores its depth images and
+   odometry in a bag; this module reads that recording (``predictions``).
 2. Depth: the velodyne scan nearest in time to each depth image (``/velodyne_points``, within
    ``gt_tolerance_s``) is moved into the image's optical frame with ``/tf_static`` and projected
    with the bag's camera_info (z-buffer: nearest point per pixel) to form a sparse ground-truth
@@ -14,19 +13,17 @@
    ``/tf_static`` when the frames differ, and the ATE is computed with scale alignment (the
    FeatDepth protocol) and with a Sim(3) fit.
 
-The result is printed as a table and, with ``json_path``, written atomically as JSON. This
-module is ROS-free itself; recording imports rclpy only when it is needed.
+The result is printed as a table and, with ``json_path``, written atomically as JSON.
 """
 
 from pathlib import Path
-import shutil
-import tempfile
 from typing import Dict, Iterator, Optional, Tuple
 
 from fmdepth_ros import metrics
 from fmdepth_ros.atomic_io import write_json_atomic
-from fmdepth_ros.cli import CliError
 from fmdepth_ros.data import bag as bagio
+from fmdepth_ros.data.kitti_calib import project_points
+from fmdepth_ros.errors import BagError
 import numpy as np
 
 DEPTH_TOPIC = '/fmdepth/depth/image'
@@ -55,29 +52,10 @@ class _NearestStream:
         return min(near, key=lambda b: abs(b[0] - stamp)) if near else None
 
 
-def project_points(points_cam: np.ndarray, K: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Sparse depth map [H, W] (metres, 0 = none) from camera-frame points [N, 3] and K [3, 3].
-
-    Pixel centres are at integer coordinates; the nearest point wins where several project
-    into one pixel.
-    """
-    z = points_cam[:, 2]
-    front = z > 1e-3
-    pts, z = points_cam[front], z[front]
-    uvw = pts @ K.T
-    u = np.round(uvw[:, 0] / z).astype(np.int64)
-    v = np.round(uvw[:, 1] / z).astype(np.int64)
-    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    depth = np.full((height, width), np.inf)
-    np.minimum.at(depth, (v[inside], u[inside]), z[inside])
-    depth[~np.isfinite(depth)] = 0.0
-    return depth
-
-
 def decode_depth(msg) -> np.ndarray:
     """sensor_msgs/Image 32FC1 (metres) -> [H, W] float32."""
     if msg.encoding != '32FC1':
-        raise CliError(f'expected a 32FC1 depth image, got {msg.encoding!r}')
+        raise BagError(f'expected a 32FC1 depth image, got {msg.encoding!r}')
     data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
                          dtype=np.uint8)
     rows = data[:msg.step * msg.height].reshape(msg.height, msg.step)[:, :msg.width * 4]
@@ -89,7 +67,7 @@ def _depth_messages(path) -> Iterator[Tuple[int, str, np.ndarray]]:
     with bagio.open_bag(path) as reader:
         conns = [c for c in reader.connections if c.topic == DEPTH_TOPIC]
         if not conns:
-            raise CliError(f'no {DEPTH_TOPIC} in {path}: not an fmdepth record output')
+            raise BagError(f'no {DEPTH_TOPIC} in {path}: not an fmdepth record output')
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
             yield bagio.stamp_to_ns(msg.header.stamp), msg.header.frame_id, decode_depth(msg)
@@ -110,7 +88,7 @@ def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80
         _, info_topic = bagio.choose_camera_topics(reader)
         info_stamps, Ks = bagio._read_infos(reader, info_topic) if info_topic else ([], [])
     if not Ks:
-        raise CliError(f'{bag}: no camera_info to project the velodyne scans with')
+        raise BagError(f'{bag}: no camera_info to project the velodyne scans with')
     clouds = _NearestStream(((s, (f, p)) for s, f, p in
                              bagio.read_point_clouds(bag, VELODYNE_TOPIC)), tolerance_ns)
     per_image, ratios, skipped = [], [], 0
@@ -122,7 +100,7 @@ def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80
         cloud_frame, points = hit[1]
         T_cam_cloud = bagio.lookup_static(transforms, frame_id, cloud_frame)
         if T_cam_cloud is None:
-            raise CliError(f'{bag}: /tf_static does not connect {cloud_frame!r} to the depth '
+            raise BagError(f'{bag}: /tf_static does not connect {cloud_frame!r} to the depth '
                            f'frame {frame_id!r}')
         points_cam = points @ T_cam_cloud[:3, :3].T + T_cam_cloud[:3, 3]
         K = bagio._match_K(info_stamps, Ks, stamp)
@@ -135,7 +113,7 @@ def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80
         per_image.append(errors)
         ratios.append(ratio)
     if not per_image:
-        raise CliError(f'no depth image of {predictions} has velodyne ground truth in {bag}')
+        raise BagError(f'no depth image of {predictions} has velodyne ground truth in {bag}')
     result = metrics.mean_errors(per_image)
     result.update(frames=len(per_image), frames_without_gt=skipped,
                   median_scale=float(np.median(ratios)),
@@ -150,7 +128,7 @@ def evaluate_odometry(bag, predictions, tolerance_ns) -> Optional[Dict]:
     gt = bagio.read_odometry(bag, GT_ODOM_TOPIC)
     pred = bagio.read_odometry(predictions, ODOM_TOPIC)
     if len(pred.stamps_ns) < 2:
-        raise CliError(f'{predictions}: fewer than 2 odometry messages')
+        raise BagError(f'{predictions}: fewer than 2 odometry messages')
     gt_poses = gt.poses
     if pred.child_frame_id and gt.child_frame_id and pred.child_frame_id != gt.child_frame_id:
         T = bagio.lookup_static(bagio.read_static_transforms(bag), gt.child_frame_id,
@@ -165,7 +143,7 @@ def evaluate_odometry(bag, predictions, tolerance_ns) -> Optional[Dict]:
             matched_gt.append(hit[1])
             matched_pred.append(pose)
     if len(matched_gt) < 2:
-        raise CliError(f'fewer than 2 odometry poses match {GT_ODOM_TOPIC} stamps in {bag}')
+        raise BagError(f'fewer than 2 odometry poses match {GT_ODOM_TOPIC} stamps in {bag}')
     gt_arr, pred_arr = np.stack(matched_gt), np.stack(matched_pred)
     result = metrics.compute_ate(gt_arr, pred_arr, alignment='scale')
     sim3 = metrics.compute_ate(gt_arr, pred_arr, alignment='sim3')
@@ -205,70 +183,49 @@ def read_custom_data(path) -> Dict[str, str]:
     try:
         info = yaml.safe_load(meta.read_text()) or {}
     except yaml.YAMLError:
-        raise CliError(f'{meta}: not valid YAML') from None
+        raise BagError(f'{meta}: not valid YAML') from None
     return dict((info.get('rosbag2_bagfile_information') or {}).get('custom_data') or {})
 
 
-def evaluate_bag(checkpoint, bag, refine_steps=0, json_path=None, predictions=None,
-                 output=None, node_parameters=None, gt_tolerance_s=0.05, max_depth=80.0,
-                 garg_crop=None, log=print) -> Dict:
-    """Run the node on ``bag`` and evaluate depth and odometry (see the module docstring).
+def evaluate_bag(checkpoint, bag, predictions, refine_steps=0, json_path=None,
+                 frames_in=None, frames_answered=None, temporary_predictions=False,
+                 gt_tolerance_s=0.05, max_depth=80.0, garg_crop=None, log=print) -> Dict:
+    """Evaluate a recording of the node's outputs against ``bag`` (see the module docstring).
 
     Args:
-        checkpoint: node weights (None/'' = random initialisation).
+        checkpoint: the node weights the recording was made with (reported only; None/'' =
+            random initialisation).
         bag: input bag with camera, camera_info, /tf_static and ground truth.
-        refine_steps: > 0 turns on the node's online refinement with this many iterations
-            per window (background thread: results depend on the machine's speed).
+        predictions: an ``fmdepth record`` output (depth images and odometry of the node).
+        refine_steps: the node's online refinement iterations during the recording (reported).
         json_path: write the result dict there (atomically).
-        predictions: an existing ``fmdepth record`` output to evaluate instead of recording.
-        output: keep the recording at this path (default: a temporary folder, deleted).
-        node_parameters: further node parameters.
+        frames_in, frames_answered: frame counts of the recording (default: the
+            ``fmdepth.frames_in`` / ``fmdepth.frames_answered`` custom data of the recording).
+        temporary_predictions: the recording is deleted afterwards (not reported as a path).
         gt_tolerance_s: maximum stamp difference for matching ground truth.
         max_depth: depth cap in metres (80 for KITTI).
         garg_crop: None = on for images at least 1000 px wide (KITTI), else as given.
-        log: callable(str) for progress.
+        log: callable(str) for the table.
 
     Returns:
         dict with ``bag``, ``checkpoint``, ``frames_in``, ``frames_answered``, ``depth``
         (Eigen metrics or None) and ``odometry`` (ATE or None).
     """
     if refine_steps < 0:
-        raise CliError('refine_steps must be >= 0')
+        raise BagError('refine_steps must be >= 0')
     tolerance_ns = int(gt_tolerance_s * 1e9)
-    tmp_dir = None
-    try:
-        if predictions is None:
-            try:   # imports rclpy: only when recording
-                from fmdepth_ros.ros.record import record_bag
-            except ImportError as exc:
-                raise CliError(f'evaluating a bag runs the fmdepth node, but ROS 2 is not '
-                               f'importable ({exc}); run scripts/setup_env.sh') from None
-            params = dict(node_parameters or {})
-            if refine_steps > 0:
-                params.update(refine=True, refine_iterations=int(refine_steps))
-            if output is None:
-                tmp_dir = tempfile.mkdtemp(prefix='fmdepth_eval_')
-                output = Path(tmp_dir) / 'record'
-            log(f'running the fmdepth node on {bag} ...')
-            rec = record_bag(bag, output, checkpoint=checkpoint or None,
-                             node_parameters=params, log=log)
-            frames_in, answered = rec.frames_in, rec.frames_in - len(rec.missing)
-            predictions = output
-        else:
-            custom = read_custom_data(predictions)
-            frames_in = int(custom.get('fmdepth.frames_in', 0)) or None
-            answered = int(custom.get('fmdepth.frames_answered', 0)) or None
-        result = {'bag': str(bag), 'checkpoint': str(checkpoint) if checkpoint else None,
-                  'predictions': None if tmp_dir else str(predictions),
-                  'frames_in': frames_in, 'frames_answered': answered,
-                  'refine_steps': int(refine_steps), 'max_depth': max_depth,
-                  'gt_tolerance_s': gt_tolerance_s}
-        result['depth'] = evaluate_depth_against_velodyne(bag, predictions, tolerance_ns,
-                                                          max_depth, garg_crop)
-        result['odometry'] = evaluate_odometry(bag, predictions, tolerance_ns)
-    finally:
-        if tmp_dir:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+    if frames_in is None:
+        custom = read_custom_data(predictions)
+        frames_in = int(custom.get('fmdepth.frames_in', 0)) or None
+        frames_answered = int(custom.get('fmdepth.frames_answered', 0)) or None
+    result = {'bag': str(bag), 'checkpoint': str(checkpoint) if checkpoint else None,
+              'predictions': None if temporary_predictions else str(predictions),
+              'frames_in': frames_in, 'frames_answered': frames_answered,
+              'refine_steps': int(refine_steps), 'max_depth': max_depth,
+              'gt_tolerance_s': gt_tolerance_s}
+    result['depth'] = evaluate_depth_against_velodyne(bag, predictions, tolerance_ns,
+                                                      max_depth, garg_crop)
+    result['odometry'] = evaluate_odometry(bag, predictions, tolerance_ns)
     log(format_table(result))
     if json_path:
         write_json_atomic(json_path, result)

@@ -14,18 +14,15 @@ imported with ``fmdepth convert`` (see ``convert.py``).
 
 import os
 from typing import Callable, Optional, Tuple
-import uuid
 
 import torch
 
+from .atomic_io import open_atomic
 from .config import Config
+from .errors import CheckpointError
 
 FORMAT_NAME = 'fmdepth_ros'
 CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be used; the message is one line and names the file."""
 
 
 def build_model(cfg: Config):
@@ -50,33 +47,8 @@ def atomic_torch_save(obj, path) -> None:
     A crash or kill at any point leaves either the previous file or the new one, never a torn
     file. The temporary file is removed when saving raises.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # O_EXCL + a unique name (like mkstemp) but mode 0666 & ~umask (mkstemp forces 0600)
-    tmp = os.path.join(directory,
-                       f'.{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    with open_atomic(path, 'wb') as f:
+        torch.save(obj, f)
 
 
 def save_checkpoint(path, model, cfg: Config, step=0, optimizer=None, extra=None) -> None:
@@ -213,6 +185,35 @@ def load_checkpoint(path, map_location='cpu',
     return model, cfg, info
 
 
+def export_checkpoint(src, dst, half=False) -> dict:
+    """Write ``dst``: the model weights and config of checkpoint ``src``, no optimizer state.
+
+    Args:
+        src: checkpoint written by ``save_checkpoint`` (``fmdepth train`` / ``convert``).
+        dst: output file, written atomically (a failed export leaves no partial file).
+        half: store floating-point *parameters* as float16 (buffers stay as they are).
+
+    Returns:
+        dict: ``src_bytes``, ``dst_bytes``, ``step``, ``parameters`` (count), ``half``.
+
+    Raises:
+        CheckpointError: ``src`` is missing, corrupt or not an fmdepth_ros checkpoint.
+    """
+    if os.path.abspath(os.fspath(src)) == os.path.abspath(os.fspath(dst)):
+        raise CheckpointError(f'{dst}: export would overwrite its source; choose another file')
+    model, cfg, info = load_checkpoint(src, map_location='cpu')
+    extra = {'exported_from': os.path.basename(os.fspath(src)),
+             'exported_precision': 'fp16' if half else 'fp32'}
+    if half:   # parameters only: BatchNorm statistics keep float32
+        for param in model.parameters():
+            if param.is_floating_point():
+                param.data = param.data.half()
+    save_checkpoint(dst, model, cfg, step=info['step'], optimizer=None, extra=extra)
+    return {'src_bytes': os.path.getsize(src), 'dst_bytes': os.path.getsize(dst),
+            'step': info['step'], 'half': bool(half),
+            'parameters': sum(p.numel() for p in model.parameters())}
+
+
 __all__ = ['CheckpointError', 'save_checkpoint', 'load_checkpoint', 'build_model',
            'read_checkpoint', 'config_of', 'load_state_strict', 'atomic_torch_save',
-           'torch_load_file', 'FORMAT_NAME', 'CHECKPOINT_VERSION']
+           'torch_load_file', 'export_checkpoint', 'FORMAT_NAME', 'CHECKPOINT_VERSION']

@@ -15,8 +15,8 @@ prediction is aligned to the ground truth (scale only, as the official ``draw_od
 in metres.
 """
 
-import os
 
+from fmdepth_ros.atomic_io import write_text_atomic
 import numpy as np
 
 DEPTH_METRICS = ('abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'a1', 'a2', 'a3')
@@ -254,10 +254,7 @@ def save_poses_kitti(path, poses):
     """Write poses [N, 4, 4] as KITTI odometry lines (3x4 row-major), atomically."""
     poses = np.asarray(poses, dtype=np.float64)
     lines = [' '.join(f'{v:.9e}' for v in p[:3, :4].ravel()) for p in poses]
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write('\n'.join(lines) + '\n')
-    os.replace(tmp, path)
+    write_text_atomic(path, '\n'.join(lines) + '\n')
 
 
 def load_poses_kitti(path):

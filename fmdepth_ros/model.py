@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from . import geometry, losses
 from .config import Config
+from .encoder_weights import read_encoder_weights
 from .networks import DepthNet, disp_to_depth, FeatureNet, PoseNet
 
 __all__ = ['FeatDepthModel']
@@ -58,7 +59,7 @@ class FeatDepthModel(nn.Module):
         if not m.frame_ids or m.frame_ids[0] != 0 or len(set(m.frame_ids)) != len(m.frame_ids):
             raise ValueError(f'cfg.model.frame_ids must start with 0 and be unique, '
                              f'got {tuple(m.frame_ids)}')
-        weights = m.encoder_weights
+        weights = read_encoder_weights(m.encoder_weights) if m.encoder_weights else None
         self.depth_net = DepthNet(m.depth_layers, m.depth_decoder, m.min_depth, m.max_depth,
                                   encoder_weights=weights)
         self.pose_net = PoseNet(m.pose_layers, (m.pose_height, m.pose_width),

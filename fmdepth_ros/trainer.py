@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from fmdepth_ros.config import Config, save_config
 from fmdepth_ros.distributed import all_gather_objects, any_flag, barrier, DistInfo
+from fmdepth_ros.errors import TrainingError
 import numpy as np
 import torch
 from torch import nn
@@ -34,10 +35,6 @@ LOG = logging.getLogger(__name__)
 CHECKPOINT_NAME = 'checkpoint.pt'   # latest state of a run; --resume reads it
 TRAINER_STATE_VERSION = 1
 STAGES = ('feature', 'depth')
-
-
-class TrainingError(Exception):
-    """A training run cannot start or continue (bad data, bad checkpoint); one-line message."""
 
 
 # --------------------------------------------------------------------------- LR schedule

@@ -5,16 +5,18 @@ import os
 import subprocess
 import sys
 
-from fmdepth_ros import kitti2bag
-from fmdepth_ros.bag_eval import evaluate_bag, project_points
+from fmdepth_ros.bag_eval import evaluate_bag
 from fmdepth_ros.cli import main
 from fmdepth_ros.data import bag as bagio
+from fmdepth_ros.data import kitti2bag
+from fmdepth_ros.data.kitti_calib import project_points
 from fmdepth_ros.data.synth import render_sequence
 import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
+from synthetic_drive import write_synthetic_drive
 
 NUM_FRAMES = 10
 WIDTH, HEIGHT = 192, 64
@@ -30,7 +32,7 @@ def seq():
 def bag(seq, tmp_path_factory):
     """Write a KITTI-format drive and convert it with ``fmdepth kitti2bag`` (MCAP)."""
     root = tmp_path_factory.mktemp('pipeline')
-    drive = kitti2bag.write_synthetic_drive(seq, root)
+    drive = write_synthetic_drive(seq, root)
     out = root / 'drive_bag'
     assert main(['kitti2bag', str(drive), str(out)]) == 0
     return out
@@ -133,7 +135,7 @@ def test_node_answers_every_replayed_frame_with_its_stamp(bag, checkpoint, seq, 
                                                           ros_context):
     """kitti2bag -> replay -> DepthNode -> recorded outputs: all frames, stamps preserved."""
     pytest.importorskip('rclpy')
-    from fmdepth_ros.ros.record import record_bag
+    from fmdepth_ros.ros.tools.record import record_bag
     out = tmp_path / 'record'
     result = record_bag(bag, out, checkpoint=str(checkpoint), context=ros_context,
                         storage='sqlite3', log=lambda s: None)

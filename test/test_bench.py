@@ -2,10 +2,11 @@
 
 import json
 
-from fmdepth_ros import bench
-from fmdepth_ros.cli import CliError, main
-from fmdepth_ros.inference import DepthPredictor
+from fmdepth_ros.cli import main
+from fmdepth_ros.errors import CliError
 from fmdepth_ros.networks.depth_net import DepthNet
+from fmdepth_ros.runtime import benchmark as bench
+from fmdepth_ros.runtime.inference import DepthPredictor
 import numpy as np
 import pytest
 import torch

@@ -9,8 +9,8 @@ import os
 from fmdepth_ros import cli
 from fmdepth_ros.checkpoint import load_checkpoint, load_state_strict
 from fmdepth_ros.config import small_cpu_config
-from fmdepth_ros.convert import convert, resnet_depth, split_featdepth
 from fmdepth_ros.networks import DepthNet
+from fmdepth_ros.weights_import import convert, resnet_depth, split_featdepth
 import pytest
 from reference_official import EncoderWrapper, mmcv_checkpoint, model_factory, Monodepth2Models, \
     OfficialAutoencoder, OfficialDepthDecoder, OfficialMonoFM, randomize_

@@ -1,4 +1,4 @@
-"""Tests of ``fmdepth evaluate`` (fmdepth_ros.evaluate) on generated data."""
+"""Tests of ``fmdepth evaluate`` (fmdepth_ros.evaluation) on generated data."""
 
 import json
 import os
@@ -10,7 +10,7 @@ from fmdepth_ros.data import make_dataset
 from fmdepth_ros.data.folder import FolderSource
 from fmdepth_ros.data.synth import render_sequence, write_sequence
 from fmdepth_ros.data.triplets import FrameSource
-from fmdepth_ros.evaluate import evaluate_depth_dataset, evaluate_trajectory, format_table
+from fmdepth_ros.evaluation import evaluate_depth_dataset, evaluate_trajectory, format_table
 from fmdepth_ros.metrics import disparity_to_eval_depth, evaluate_depth
 import numpy as np
 import pytest
@@ -173,7 +173,7 @@ def test_real_kitti_odometry_sequence(setup):
     """KITTI odometry layout (image_l, bare-P calib.txt, poses.txt): odometry only, 51 frames."""
     torch.set_num_threads(1)
     cfg, model = setup['cfg'], setup['model']
-    from fmdepth_ros.evaluate import evaluate_data
+    from fmdepth_ros.evaluation import evaluate_data
 
     results = evaluate_data(model, cfg, ODOM, device='cpu', progress=False)
     assert 'depth' not in results

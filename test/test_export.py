@@ -6,8 +6,8 @@ import sys
 
 from fmdepth_ros.checkpoint import build_model, CheckpointError, load_checkpoint, \
     save_checkpoint
+from fmdepth_ros.commands.export import export_checkpoint
 from fmdepth_ros.config import small_cpu_config
-from fmdepth_ros.export import export_checkpoint
 import pytest
 import torch
 

@@ -1,14 +1,14 @@
-"""Tests of the optimised inference path (fmdepth_ros.inference) on the CPU."""
+"""Tests of the optimised inference path (fmdepth_ros.runtime.inference) on the CPU."""
 
 import os
 import threading
 
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.geometry import invert_pose, pose_from_axisangle
-from fmdepth_ros.inference import (cpu_has_native_bf16, DepthPredictor, fast_options,
-                                   PoseEstimator, PRECISIONS, select_device, set_cpu_threads,
-                                   usable_cpu_count)
 from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
+from fmdepth_ros.runtime.inference import (cpu_has_native_bf16, DepthPredictor, fast_options,
+                                           PoseEstimator, PRECISIONS, select_device,
+                                           set_cpu_threads, usable_cpu_count)
 import numpy as np
 import pytest
 import torch

@@ -4,14 +4,16 @@ import shutil
 import sqlite3
 
 import cv2
-from fmdepth_ros import kitti2bag
-from fmdepth_ros.cli import CliError, main
+from fmdepth_ros.cli import main
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.data import bag as bagio
+from fmdepth_ros.data import kitti2bag, kitti_calib
 from fmdepth_ros.data.synth import render_sequence
+from fmdepth_ros.errors import DataError
 import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
+from synthetic_drive import write_synthetic_drive
 
 NUM_FRAMES = 8
 
@@ -25,7 +27,7 @@ def seq():
 @pytest.fixture(scope='module')
 def drive(seq, tmp_path_factory):
     """Write the sequence in the KITTI raw layout (PNG, timestamps, calib, OXTS, velodyne)."""
-    return kitti2bag.write_synthetic_drive(seq, tmp_path_factory.mktemp('kitti'))
+    return write_synthetic_drive(seq, tmp_path_factory.mktemp('kitti'))
 
 
 @pytest.fixture(scope='module')
@@ -40,9 +42,9 @@ def test_kitti_text_formats_round_trip(drive, seq):
     """Timestamps parse to the original nanoseconds; calibration keys have the right sizes."""
     stamps = kitti2bag.parse_timestamps(drive / 'image_02' / 'timestamps.txt')
     assert stamps == [int(s) for s in seq.stamps_ns]
-    calib = kitti2bag.parse_calib_file(drive.parent / 'calib_cam_to_cam.txt')
+    calib = kitti_calib.read_calib_file(drive.parent / 'calib_cam_to_cam.txt')
     assert calib['P_rect_02'].size == 12 and calib['R_rect_00'].size == 9
-    cal = kitti2bag.load_calibration(drive.parent, 2)
+    cal = kitti_calib.load_calibration(drive.parent, 2)
     np.testing.assert_allclose(cal.K, seq.K, atol=1e-9)
 
 
@@ -208,7 +210,7 @@ def test_cli_errors_are_one_line(drive, tmp_path, capsys):
     assert 'timestamps.txt' in capsys.readouterr().err
     stamps_file.write_text(good)
     (root / 'calib_imu_to_velo.txt').unlink()
-    with pytest.raises(CliError, match='calib_imu_to_velo.txt'):
+    with pytest.raises(DataError, match='calib_imu_to_velo.txt'):
         kitti2bag.open_drive(bad_drive)
     assert main(['kitti2bag', str(drive), str(tmp_path)]) == 2
     assert 'exists' in capsys.readouterr().err

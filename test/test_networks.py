@@ -1,5 +1,6 @@
 """Shape, key-layout and weight-loading tests of the networks (ResNet-18 at 64x192)."""
 
+from fmdepth_ros.encoder_weights import read_encoder_weights
 from fmdepth_ros.networks import DepthNet, disp_to_depth, FeatureNet, load_encoder_weights, \
     PoseNet, ResNet, WeightsError
 import pytest
@@ -173,9 +174,9 @@ def test_encoder_weights_from_local_file(tmp_path):
     sd['fc.bias'] = torch.zeros(1000)
     path = tmp_path / 'resnet18.pth'
     torch.save(sd, path)
-    depth = DepthNet(18, encoder_weights=str(path))
+    depth = DepthNet(18, encoder_weights=read_encoder_weights(path))
     assert torch.equal(depth.encoder.layer3[1].conv2.weight, src.layer3[1].conv2.weight)
-    pose = PoseNet(18, encoder_weights=str(path))
+    pose = PoseNet(18, encoder_weights=read_encoder_weights(path))
     w = src.conv1.weight
     assert torch.allclose(pose.encoder.conv1.weight, torch.cat([w, w], 1) / 2)
 
@@ -184,19 +185,19 @@ def test_encoder_weights_errors_name_the_file(tmp_path):
     """Check encoder weights errors name the file."""
     missing = tmp_path / 'nope.pth'
     with pytest.raises(WeightsError, match='nope.pth'):
-        DepthNet(18, encoder_weights=str(missing))
+        read_encoder_weights(missing)
     garbage = tmp_path / 'garbage.pth'
     garbage.write_bytes(b'not a torch file')
     with pytest.raises(WeightsError, match='garbage.pth'):
-        load_encoder_weights(ResNet(18), str(garbage))
+        read_encoder_weights(garbage)
     r50 = tmp_path / 'r50.pth'
     torch.save(ResNet(50).state_dict(), r50)
     with pytest.raises(WeightsError, match='r50.pth'):
-        load_encoder_weights(ResNet(18), str(r50))
+        load_encoder_weights(ResNet(18), read_encoder_weights(r50), source=str(r50))
 
 
 def test_weights_error_is_a_checkpoint_error(tmp_path):
     """Handlers of CheckpointError (train, predict, node) also catch a bad ImageNet file."""
     from fmdepth_ros.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match='nope.pth'):
-        PoseNet(18, encoder_weights=str(tmp_path / 'nope.pth'))
+        read_encoder_weights(tmp_path / 'nope.pth')

@@ -274,14 +274,14 @@ def test_network_input_of_64_publishes_depth(seq):
 def _fp32_twin(predictor):
     """Build an fp32 eager DepthPredictor with ``predictor``'s weights (reference output)."""
     import copy
-    from fmdepth_ros.inference import DepthPredictor
+    from fmdepth_ros.runtime.inference import DepthPredictor
     net = copy.deepcopy(predictor.net).float().to(memory_format=torch.contiguous_format)
     return DepthPredictor(net, predictor.cfg, device='cpu', precision='fp32')
 
 
 def test_inference_options_default_to_the_device_recommendation(node, seq):
     """Precision auto = fast_options('cpu'); no CUDA graphs on the CPU; depth close to fp32."""
-    from fmdepth_ros.inference import fast_options
+    from fmdepth_ros.runtime.inference import fast_options
     expected = fast_options('cpu')
     predictor = node.predictor
     assert predictor.precision == expected['precision']

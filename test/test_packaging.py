@@ -18,7 +18,7 @@ import sys
 import xml.etree.ElementTree as ET
 import zipfile
 
-from fmdepth_ros.cli import SUBCOMMANDS
+from fmdepth_ros.cli import subcommands
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +31,11 @@ ROS_MODULES = {'rclpy', 'launch', 'launch_ros', 'launch_testing', 'ament_index_p
                'cv_bridge', 'message_filters', 'rosidl_runtime_py', 'rosbag2_py', 'rosidl_parser',
                'builtin_interfaces', 'fmdepth_ros.ros'}
 ROS_MODULE_PATTERN = re.compile(r'^(tf2\w*|\w+_msgs|\w+_srvs|\w+_interfaces)$')
+# Modules that read or write files: the networks use none of them (weights come in as state
+# dicts, read by fmdepth_ros.encoder_weights / checkpoint).
+FILE_MODULES = {'os', 'pathlib', 'shutil', 'tempfile', 'fmdepth_ros.checkpoint',
+                'fmdepth_ros.encoder_weights', 'fmdepth_ros.atomic_io', 'fmdepth_ros.model'}
+SUBCOMMANDS = subcommands()
 
 
 def install_prefix():
@@ -195,15 +200,13 @@ def is_ros_module(name):
     return bool(prefixes & ROS_MODULES) or bool(ROS_MODULE_PATTERN.match(parts[0]))
 
 
-def is_allowed_in_core(name, at_import_time):
-    """Return whether the core may import ``name``.
+def is_allowed_in_core(name):
+    """Return whether the core (all but fmdepth_ros/ros/) may import ``name``: no ROS module.
 
-    Never a ROS module; the package's own ROS layer (``fmdepth_ros.ros``) only lazily, inside
-    the function that needs it, so that importing any core module never loads rclpy.
+    Not even lazily inside a function: the ROS layer is reached only through the entry points
+    that setup.py registers (``fmdepth_ros.commands``, ``depth_node``).
     """
-    if not is_ros_module(name):
-        return True
-    return name.split('.')[:2] == [PACKAGE, 'ros'] and not at_import_time
+    return not is_ros_module(name)
 
 
 def core_files():
@@ -213,11 +216,11 @@ def core_files():
 
 
 def test_core_imports_no_ros():
-    """The core (all but fmdepth_ros/ros/) imports no ROS module; fmdepth_ros.ros only lazily."""
+    """The core (all but fmdepth_ros/ros/) imports no ROS module and not fmdepth_ros.ros."""
     offenders = {}
     for path in core_files():
         imports = imported_modules(path, package_of(path))
-        bad = sorted(n for n, eager in imports.items() if not is_allowed_in_core(n, eager))
+        bad = sorted(n for n in imports if not is_allowed_in_core(n))
         if bad:
             offenders[os.path.relpath(path, ROOT)] = bad
     assert offenders == {}, 'move ROS code into fmdepth_ros/ros/'
@@ -241,11 +244,40 @@ def test_ros_import_check_can_fail(tmp_path):
         'fmdepth_ros.data': True, 'fmdepth_ros.data.geometry': True,
         'geometry_msgs.msg': True, 'geometry_msgs.msg.Pose': True, 'rclpy.node': False,
         'fmdepth_ros.data.ros.record': False, 'fmdepth_ros.data.ros.record.record': False}
-    allowed = {n for n, eager in names.items() if is_allowed_in_core(n, eager)}
+    allowed = {n for n in names if is_allowed_in_core(n)}
     assert allowed == {'fmdepth_ros.data', 'fmdepth_ros.data.geometry',
                        'fmdepth_ros.data.ros.record', 'fmdepth_ros.data.ros.record.record'}
-    assert is_allowed_in_core('fmdepth_ros.ros.record', False)
-    assert not is_allowed_in_core('fmdepth_ros.ros.record', True)
+    assert not is_allowed_in_core('fmdepth_ros.ros.tools.record')
+
+
+def test_networks_read_no_files():
+    """fmdepth_ros/networks/ imports no file-reading module and calls no torch.load / open."""
+    offenders = {}
+    for path in sorted(glob.glob(os.path.join(CORE, 'networks', '*.py'))):
+        names = imported_modules(path, package_of(path))
+        bad = sorted(n for n in names
+                     if any(n == m or n.startswith(m + '.') for m in FILE_MODULES))
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                    'open', 'torch.load', 'torch.save'):
+                bad.append(ast.unparse(node.func))
+        if bad:
+            offenders[os.path.relpath(path, ROOT)] = bad
+    assert offenders == {}, 'networks take state dicts; read files in encoder_weights.py'
+
+
+def test_dispatcher_registers_every_command_module():
+    """Every module of fmdepth_ros/commands/ is registered, and each entry point has the API."""
+    modules = {os.path.splitext(os.path.basename(p))[0]
+               for p in glob.glob(os.path.join(CORE, 'commands', '*.py'))} - {'__init__'}
+    for name in modules:
+        assert name in SUBCOMMANDS, f'fmdepth_ros/commands/{name}.py is not in setup.py'
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        assert isinstance(module.HELP, str) and callable(module.configure_parser), name
+        assert callable(module.run), name
 
 
 def test_setup_and_package_xml_agree():

@@ -1,11 +1,11 @@
-"""Tests of ``fmdepth predict`` (fmdepth_ros.predict)."""
+"""Tests of ``fmdepth predict`` (fmdepth_ros.commands.predict)."""
 
 from fmdepth_ros.checkpoint import build_model, save_checkpoint
 from fmdepth_ros.cli import main as cli_main
+from fmdepth_ros.commands.predict import colorize
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.data.synth import render_sequence
 from fmdepth_ros.networks.depth_net import disp_to_depth
-from fmdepth_ros.predict import colorize
 import numpy as np
 from PIL import Image
 import pytest

@@ -5,8 +5,8 @@ import math
 from fmdepth_ros.checkpoint import build_model
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.data.synth import render_sequence
-from fmdepth_ros.inference import DepthPredictor
-from fmdepth_ros.refinement import OnlineRefiner, refine_on_batch, window_to_batch
+from fmdepth_ros.runtime.inference import DepthPredictor
+from fmdepth_ros.runtime.refinement import OnlineRefiner, refine_on_batch, window_to_batch
 import numpy as np
 import pytest
 import torch

@@ -14,13 +14,13 @@ rclpy = pytest.importorskip('rclpy')
 
 # These follow the importorskip (E402), so the import order check compares the first one
 # with 'import pytest' above (I100).
-from fmdepth_ros import kitti2bag  # noqa: E402, I100
-from fmdepth_ros.cli import main  # noqa: E402
+from fmdepth_ros.cli import main  # noqa: E402, I100
 from fmdepth_ros.data.synth import render_sequence  # noqa: E402
-from fmdepth_ros.ros.replay import BagPlayer, qos_for  # noqa: E402
+from fmdepth_ros.ros.tools.replay import BagPlayer, qos_for  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
+from synthetic_drive import write_synthetic_drive  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NUM_FRAMES = 10
@@ -32,7 +32,7 @@ def bag(tmp_path_factory):
     """Build a small KITTI-format drive and convert it (MCAP)."""
     seq = render_sequence(NUM_FRAMES, width=64, height=32, seed=1)
     root = tmp_path_factory.mktemp('replay')
-    drive = kitti2bag.write_synthetic_drive(seq, root)
+    drive = write_synthetic_drive(seq, root)
     out = root / 'bag'
     assert main(['kitti2bag', str(drive), str(out), '--no-velodyne']) == 0
     return out, [int(s) for s in seq.stamps_ns]

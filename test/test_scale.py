@@ -1,6 +1,6 @@
-"""Tests for fmdepth_ros.scale (ground-plane camera-height scale, fixed scale)."""
+"""Tests for fmdepth_ros.runtime.scale (ground-plane camera-height scale, fixed scale)."""
 
-from fmdepth_ros.scale import camera_height_from_depth, DepthScaler, fit_plane_ransac
+from fmdepth_ros.runtime.scale import camera_height_from_depth, DepthScaler, fit_plane_ransac
 import numpy as np
 import pytest
 

@@ -1,6 +1,6 @@
 """Soak: many synthetic frames through the fmdepth node in-process (issue 9, item 3).
 
-One :func:`fmdepth_ros.ros.soak.run_soak` run (real rclpy, real networks, online refinement on)
+One :func:`ros.tools.soak.run_soak` run (real rclpy, real networks, online refinement on)
 is shared by the checks below: resident memory stays flat after the warm-up, every frame is
 answered exactly once and in order, the refinement queue stays bounded, nothing fails.
 
@@ -13,8 +13,8 @@ import argparse
 import os
 import statistics
 
-from fmdepth_ros.cli import CliError
-from fmdepth_ros.ros import soak
+from fmdepth_ros.errors import CliError
+from fmdepth_ros.ros.tools import soak
 import pytest
 
 FRAMES = int(os.environ.get('FMDEPTH_SOAK_FRAMES', '10000'))

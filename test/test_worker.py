@@ -2,7 +2,7 @@
 
 import threading
 
-from fmdepth_ros.worker import BoundedWorker
+from fmdepth_ros.runtime.worker import BoundedWorker
 import pytest
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import resource
 import time
 
-from fmdepth_ros.ros.demo import train_small_model
+from fmdepth_ros.ros.tools.demo import train_small_model
 import torch
 
 TRAIN_SEED = 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import struct
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from fmdepth_ros.cli import CliError
+from fmdepth_ros.errors import BagError
 import numpy as np
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
@@ -27,10 +27,6 @@ ODOM_TYPE = 'nav_msgs/msg/Odometry'
 TF_TYPE = 'tf2_msgs/msg/TFMessage'
 CLOUD_TYPE = 'sensor_msgs/msg/PointCloud2'
 _CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
-
-
-class BagError(CliError):
-    """A bag cannot be read (missing, truncated, corrupt, or lacks a needed topic): one line."""
 
 
 @dataclass

@@ -18,82 +18,12 @@ line, in order) or is projected from the velodyne scan.
 import os
 import re
 
+from fmdepth_ros.data.kitti_calib import kitti_intrinsics, velodyne_to_depth
 from fmdepth_ros.data.triplets import FrameSource
 import numpy as np
 
 DATE_RE = re.compile(r'^\d{4}_\d{2}_\d{2}$')
 SIDE_TO_CAM = {'l': 2, 'r': 3, '2': 2, '3': 3}
-
-
-def read_calib_file(path):
-    """Read a KITTI calibration file as a dict name -> float64 array (non-numeric skipped)."""
-    out = {}
-    with open(path, 'r', encoding='utf-8') as f:
-        for line in f:
-            if ':' not in line:
-                continue
-            key, value = line.split(':', 1)
-            try:
-                out[key.strip()] = np.array(value.split(), dtype=np.float64)
-            except ValueError:
-                continue   # e.g. calib_time
-    return out
-
-
-def kitti_intrinsics(calib_dir, cam=2):
-    """K [3, 3] of rectified camera ``cam`` (P_rect_0{cam}) in native pixels."""
-    path = os.path.join(calib_dir, 'calib_cam_to_cam.txt')
-    if not os.path.isfile(path):
-        raise ValueError(f'{calib_dir}: calib_cam_to_cam.txt missing')
-    calib = read_calib_file(path)
-    key = f'P_rect_0{cam}'
-    if key not in calib or calib[key].size != 12:
-        raise ValueError(f'{path}: no 3x4 {key}')
-    return calib[key].reshape(3, 4)[:, :3].copy()
-
-
-def velodyne_to_depth(points, calib_dir, image_shape, cam=2, velodyne_depth=True):
-    """Project a velodyne scan into rectified camera ``cam`` as a sparse depth map.
-
-    Args:
-        points: [N, 4] float32 (x forward, y left, z up, reflectance) or a .bin file path.
-        calib_dir: directory with calib_cam_to_cam.txt and calib_velo_to_cam.txt.
-        image_shape: (H, W) of the camera image.
-        cam: 2 (left colour) or 3 (right colour).
-        velodyne_depth: store the velodyne forward coordinate x as depth (what the standard
-            Eigen / Monodepth2 ground truth stores); False stores the camera z-depth.
-
-    Returns:
-        [H, W] float32 depth in metres, 0 where no point projects; the nearest point wins.
-    """
-    if isinstance(points, (str, os.PathLike)):
-        points = np.fromfile(points, dtype=np.float32).reshape(-1, 4)
-    points = np.asarray(points, dtype=np.float64)
-    cam2cam = read_calib_file(os.path.join(calib_dir, 'calib_cam_to_cam.txt'))
-    velo2cam = read_calib_file(os.path.join(calib_dir, 'calib_velo_to_cam.txt'))
-    T_cam0_velo = np.eye(4)
-    T_cam0_velo[:3, :3] = velo2cam['R'].reshape(3, 3)
-    T_cam0_velo[:3, 3] = velo2cam['T']
-    R_rect = np.eye(4)
-    R_rect[:3, :3] = cam2cam['R_rect_00'].reshape(3, 3)
-    P = cam2cam[f'P_rect_0{cam}'].reshape(3, 4)
-    M = P @ R_rect @ T_cam0_velo                                  # [3, 4] velodyne -> pixels
-    points = points[points[:, 0] >= 0]                            # in front of the scanner
-    xyz1 = np.concatenate([points[:, :3], np.ones((len(points), 1))], axis=1)
-    proj = xyz1 @ M.T                                             # [N, 3]
-    z = proj[:, 2]
-    front = z > 1e-6
-    proj, points, z = proj[front], points[front], z[front]
-    u = np.round(proj[:, 0] / z).astype(np.int64)
-    v = np.round(proj[:, 1] / z).astype(np.int64)
-    depth_values = points[:, 0] if velodyne_depth else z
-    h, w = int(image_shape[0]), int(image_shape[1])
-    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h) & (depth_values > 0)
-    u, v, depth_values = u[inside], v[inside], depth_values[inside]
-    depth = np.zeros((h, w), np.float32)
-    order = np.argsort(-depth_values)                             # far first, nearest written last
-    depth[v[order], u[order]] = depth_values[order]
-    return depth
 
 
 def parse_split_line(line):

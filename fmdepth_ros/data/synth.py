@@ -22,10 +22,10 @@ On disk (``write_sequence`` / ``read_sequence`` / ``fmdepth synth``)::
     OUT_DIR/timestamps.txt        one integer nanosecond stamp per line
 """
 
-import argparse
 from dataclasses import dataclass
 import os
 
+from fmdepth_ros.atomic_io import open_atomic, write_text_atomic
 from fmdepth_ros.metrics import load_poses_kitti, save_poses_kitti
 import numpy as np
 
@@ -313,13 +313,6 @@ def render_sequence(num_frames, width=192, height=64, seed=0, speed_range=(0.2, 
     return SyntheticSequence(images, depths, poses, K, stamps)
 
 
-def _atomic_write_text(path, text):
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_sequence(seq, out_dir):
     """Write ``seq`` to ``out_dir`` (layout in the module docstring), each file atomically."""
     from PIL import Image
@@ -329,18 +322,15 @@ def write_sequence(seq, out_dir):
     for i in range(len(seq)):
         name = f'{i:06d}'
         img_path = os.path.join(out_dir, 'images', name + '.png')
-        tmp = img_path + '.tmp.png'
-        Image.fromarray(seq.images[i]).save(tmp)
-        os.replace(tmp, img_path)
-        depth_path = os.path.join(out_dir, 'depth', name + '.npy')
-        tmp = depth_path + '.tmp.npy'
-        np.save(tmp, seq.depths[i].astype(np.float32))
-        os.replace(tmp, depth_path)
+        with open_atomic(img_path) as f:
+            Image.fromarray(seq.images[i]).save(f, format='PNG')
+        with open_atomic(os.path.join(out_dir, 'depth', name + '.npy')) as f:
+            np.save(f, seq.depths[i].astype(np.float32))
     save_poses_kitti(os.path.join(out_dir, 'poses.txt'), seq.poses)
-    _atomic_write_text(os.path.join(out_dir, 'intrinsics.txt'),
-                       '\n'.join(' '.join(f'{v:.9g}' for v in row) for row in seq.K) + '\n')
-    _atomic_write_text(os.path.join(out_dir, 'timestamps.txt'),
-                       '\n'.join(str(int(s)) for s in seq.stamps_ns) + '\n')
+    write_text_atomic(os.path.join(out_dir, 'intrinsics.txt'),
+                      '\n'.join(' '.join(f'{v:.9g}' for v in row) for row in seq.K) + '\n')
+    write_text_atomic(os.path.join(out_dir, 'timestamps.txt'),
+                      '\n'.join(str(int(s)) for s in seq.stamps_ns) + '\n')
 
 
 def is_synthetic_dir(path):
@@ -375,32 +365,5 @@ def read_sequence(path):
     return SyntheticSequence(images, depths.astype(np.float32), poses, K, stamps)
 
 
-def configure_parser(parser: argparse.ArgumentParser):
-    """Add the ``fmdepth synth`` arguments."""
-    parser.add_argument('out_dir', metavar='OUT_DIR', help='output directory')
-    parser.add_argument('--frames', type=int, default=100, help='number of frames (default 100)')
-    parser.add_argument('--width', type=int, default=192, help='image width in pixels')
-    parser.add_argument('--height', type=int, default=64, help='image height in pixels')
-    parser.add_argument('--seed', type=int, default=0, help='random seed (deterministic output)')
-
-
-def run(args):
-    """Render and write a synthetic sequence; returns the exit code."""
-    from fmdepth_ros.cli import CliError
-
-    if args.frames < 1:
-        raise CliError(f'--frames must be >= 1, got {args.frames}')
-    if args.width < 8 or args.height < 8:
-        raise CliError(f'image must be at least 8x8 pixels, got {args.width}x{args.height}')
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise CliError(f'{args.out_dir} exists and is not a directory')
-    seq = render_sequence(args.frames, width=args.width, height=args.height, seed=args.seed)
-    write_sequence(seq, args.out_dir)
-    print(f'wrote {len(seq)} frames {args.width}x{args.height} to {args.out_dir} '
-          f'(depth {seq.depths.min():.2f}-{seq.depths.max():.2f} m)')
-    return 0
-
-
 __all__ = ['SyntheticSequence', 'render_sequence', 'write_sequence', 'read_sequence',
-           'default_intrinsics', 'is_synthetic_dir', 'load_poses_kitti', 'save_poses_kitti',
-           'configure_parser', 'run']
+           'default_intrinsics', 'is_synthetic_dir', 'load_poses_kitti', 'save_poses_kitti']

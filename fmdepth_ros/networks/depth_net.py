@@ -50,7 +50,7 @@ class DepthNet(nn.Module):
         num_layers: ResNet depth of the encoder (18, 34, 50).
         decoder: ``'featdepth'`` (outputs at 1/2..1/16) or ``'monodepth2'`` (1..1/8).
         min_depth, max_depth: range used by ``depth()`` in metres.
-        encoder_weights: optional LOCAL torchvision-layout ResNet file (e.g. ImageNet).
+        encoder_weights: optional torchvision-layout ResNet state dict (e.g. ImageNet).
     """
 
     def __init__(self, num_layers=50, decoder='featdepth', min_depth=0.1, max_depth=100.0,

@@ -51,7 +51,7 @@ class FeatureNet(nn.Module):
 
     Args:
         num_layers: ResNet depth of the encoder (50 in the paper).
-        encoder_weights: optional LOCAL torchvision-layout ResNet file (ImageNet init).
+        encoder_weights: optional torchvision-layout ResNet state dict (ImageNet init).
     """
 
     def __init__(self, num_layers=50, encoder_weights=None):

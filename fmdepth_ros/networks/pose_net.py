@@ -48,7 +48,7 @@ class PoseNet(nn.Module):
     Args:
         num_layers: ResNet depth (18 by default).
         input_size: (height, width) the frames are resized to.
-        encoder_weights: optional LOCAL torchvision-layout ResNet file; its 3-channel conv1
+        encoder_weights: optional torchvision-layout ResNet state dict; its 3-channel conv1
             is repeated for both frames and halved.
     """
 

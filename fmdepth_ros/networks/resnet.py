@@ -8,23 +8,15 @@ The classifier head (``avgpool``/``fc``) is left out: it is unused by depth/pose
 unused parameters break DistributedDataParallel; ``fc.*`` keys are skipped when loading.
 """
 
-import os
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError
+from ..errors import WeightsError
 
 #: blocks per stage for each supported depth
 RESNET_LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
-
-
-class WeightsError(CheckpointError, ValueError):
-    """A weights file cannot be used; the message names the file (one line).
-
-    A ``CheckpointError`` so that the CLI / node handlers of checkpoint errors report it too.
-    """
 
 
 def _conv3x3(in_planes, out_planes, stride=1):
@@ -174,34 +166,23 @@ def adapt_state_dict(encoder: ResNet, state_dict, source='state dict'):
     return sd
 
 
-def load_encoder_weights(encoder: ResNet, path: Optional[str]) -> None:
-    """Load torchvision-layout ResNet weights (e.g. ImageNet ``resnet50-*.pth``) from a LOCAL file.
+def load_encoder_weights(encoder: ResNet, state_dict: Optional[Mapping],
+                         source: str = 'encoder weights') -> None:
+    """Load a torchvision-layout ResNet state dict (e.g. ImageNet) into ``encoder``.
 
-    Nothing is downloaded. Raises ``WeightsError`` naming the file when it is missing, not a
-    torch file, or not a matching ResNet state dict.
+    ``state_dict`` None loads nothing. Files are read by
+    :func:`fmdepth_ros.encoder_weights.read_encoder_weights` (networks read no files); raises
+    ``WeightsError`` naming ``source`` when it is not a matching ResNet state dict.
     """
-    if path is None:
+    if state_dict is None:
         return
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise WeightsError(f'encoder weights file not found: {path}')
-    try:
-        loaded = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not usable"
-        raise WeightsError(f'cannot read encoder weights {path}: '
-                           f'{type(exc).__name__}: {str(exc).splitlines()[0][:120]}') from None
-    if isinstance(loaded, dict) and isinstance(loaded.get('state_dict'), dict):
-        loaded = loaded['state_dict']
-    if not isinstance(loaded, dict):
-        raise WeightsError(f'encoder weights {path}: expected a state dict, '
-                           f'got {type(loaded).__name__}')
-    encoder.load_state_dict(adapt_state_dict(encoder, loaded, source=path))
+    encoder.load_state_dict(adapt_state_dict(encoder, state_dict, source=source))
 
 
-def build_resnet(num_layers=18, num_input_images=1, weights_path=None) -> ResNet:
-    """Build a ResNet trunk and optionally load local torchvision-layout weights into it."""
+def build_resnet(num_layers=18, num_input_images=1, weights: Optional[Mapping] = None) -> ResNet:
+    """Build a ResNet trunk and optionally load a torchvision-layout state dict into it."""
     encoder = ResNet(num_layers, num_input_images)
-    load_encoder_weights(encoder, weights_path)
+    load_encoder_weights(encoder, weights)
     return encoder
 
 

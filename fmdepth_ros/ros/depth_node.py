@@ -22,7 +22,7 @@ MutuallyExclusive callback group); conversion, inference and publishing run on t
 ``fmdepth-inference`` thread, in arrival order, from a queue of ``queue_size`` frames that drops
 the oldest when inference falls behind (counted, with a throttled warning). camera_info,
 /tf_static and the diagnostics timer share another group; online refinement has its own thread
-(:class:`fmdepth_ros.refinement.OnlineRefiner`). Neither inference nor refinement runs on the
+(:class:`runtime.refinement.OnlineRefiner`). Neither inference nor refinement runs on the
 executor: a callback that keeps its group busy for a whole inference makes rclpy's
 MultiThreadedExecutor spin without sleeping while the next image waits (measured: ~800 empty
 wake-ups per frame; the spinning thread holds the GIL and cut throughput ~4x on 2 cores).
@@ -41,8 +41,8 @@ from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningTh
 from fmdepth_ros.ros.model_setup import inference_options, load_model, StartupError
 from fmdepth_ros.ros.tf_publisher import (OdometryChain, StaticTfCache, TF_STATIC_QOS,
                                           TfBroadcaster)
-from fmdepth_ros.scale import DepthScaler
-from fmdepth_ros.worker import BoundedWorker
+from fmdepth_ros.runtime.scale import DepthScaler
+from fmdepth_ros.runtime.worker import BoundedWorker
 from nav_msgs.msg import Odometry
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
@@ -116,10 +116,10 @@ class DepthNode(Node):
 
     # ----------------------------------------------------------------------------- set-up
     def _setup_networks(self):
-        from fmdepth_ros.inference import (DepthPredictor, PoseEstimator, select_device,
-                                           set_cpu_threads)
+        from fmdepth_ros.runtime.inference import (DepthPredictor, PoseEstimator,
+                                                   select_device, set_cpu_threads)
         self.cpu_threads = set_cpu_threads(self.p['cpu_threads'])
-        from fmdepth_ros.refinement import OnlineRefiner
+        from fmdepth_ros.runtime.refinement import OnlineRefiner
         model, self.cfg, warning = load_model(self.p['weights'], self.p['config_file'],
                                               self.p['width'], self.p['height'])
         if warning:
@@ -390,7 +390,7 @@ class DepthNode(Node):
 
     def _pose_to_cpu(self):
         """Move pose estimation to the CPU (fp32) after the depth predictor fell back."""
-        from fmdepth_ros.inference import PoseEstimator
+        from fmdepth_ros.runtime.inference import PoseEstimator
         self.device = 'cpu'
         self.pose_estimator = PoseEstimator(self.pose_estimator.net.cpu(), self.cfg,
                                             device='cpu')

@@ -7,14 +7,11 @@ Every expected failure raises :class:`StartupError` with a one-line message nami
 import os
 
 from fmdepth_ros.config import load_config, small_cpu_config
+from fmdepth_ros.errors import StartupError
 
 # Smallest network input side: the depth and feature decoders reflection-pad their 1/32-scale
 # features by 1 pixel, which needs at least 2 pixels there (32 px inputs fail at every frame).
 MIN_INPUT_SIZE = 64
-
-
-class StartupError(Exception):
-    """The node cannot start (bad weights file, config, device); one-line message."""
 
 
 def load_model(weights, config_file='', width=0, height=0):
@@ -57,13 +54,13 @@ def load_model(weights, config_file='', width=0, height=0):
 
 def inference_options(device, precision='auto', channels_last=True, cuda_graphs=True,
                       compile=False):  # noqa: A002 - the node's compile parameter
-    """:class:`~fmdepth_ros.inference.DepthPredictor` keywords for the node's parameters.
+    """:class:`~fmdepth_ros.runtime.inference.DepthPredictor` keywords for the node's parameters.
 
-    ``precision`` 'auto' takes :func:`~fmdepth_ros.inference.fast_options`'s recommendation for
+    ``precision`` 'auto' takes :func:`~runtime.inference.fast_options`'s recommendation for
     ``device`` (weights stored in bf16 on the CPU); CUDA graphs are only asked for on CUDA, so a
     CPU run (or a CUDA request that fell back to the CPU) logs no extra warning.
     """
-    from fmdepth_ros.inference import fast_options
+    from fmdepth_ros.runtime.inference import fast_options
     options = fast_options(device, precision)
     options['channels_last'] = bool(channels_last)
     options['compile'] = bool(compile)

@@ -6,7 +6,7 @@ p99 in ms) and frames/s of
 (a) the eager fp32 reference, run the way the reference implementations run (a new float tensor
     per frame, pre-processing on the CPU, ``.to(device)``, fp32 forward, result back with
     ``.cpu()``), and
-(b) :class:`fmdepth_ros.inference.DepthPredictor`, the optimised path (autocast fp16/bf16,
+(b) :class:`fmdepth_ros.runtime.inference.DepthPredictor`, the optimised path (autocast fp16/bf16,
     channels_last, optionally ``torch.compile`` and CUDA graphs, preallocated buffers,
     device-side pre/post-processing),
 
@@ -18,22 +18,20 @@ difference of (b) against (a). Then, for the first size and encoder:
 * the end-to-end node latency through real rclpy, in-process: a probe node publishes
   ``sensor_msgs/Image`` on ``image`` and times the arrival of ``depth/image`` from
   :class:`fmdepth_ros.ros.depth_node.DepthNode` (skipped with a note when rclpy is missing);
-* online refinement (:class:`fmdepth_ros.refinement.OnlineRefiner`) iterations/s while inference
+* online refinement (:class:`runtime.refinement.OnlineRefiner`) iterations/s while inference
   runs, and the inference slow-down it causes.
 
 Weights are random (latency does not depend on them). Bench goals are in docs/benchmarks.md.
 """
 
-import argparse
 import os
 import platform
 import time
 
-from fmdepth_ros.atomic_io import write_json_atomic
-from fmdepth_ros.cli import CliError
 from fmdepth_ros.config import Config
-from fmdepth_ros.inference import DepthPredictor, fast_options, select_device
+from fmdepth_ros.errors import CliError
 from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
+from fmdepth_ros.runtime.inference import DepthPredictor, fast_options
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,46 +48,6 @@ DEFAULTS = {
 
 
 # ----------------------------------------------------------------------------- arguments
-def configure_parser(parser: argparse.ArgumentParser):
-    """Add the ``fmdepth bench`` arguments."""
-    parser.add_argument('--device', default='auto',
-                        help='auto, cuda, cuda:N or cpu (default auto; falls back to the CPU '
-                             'with a warning)')
-    parser.add_argument('--frames', type=int, default=None,
-                        help='timed frames per measurement (default 1000 on CUDA, 20 on CPU)')
-    parser.add_argument('--warmup', type=int, default=None,
-                        help='untimed frames first (default 50 on CUDA, 3 on CPU)')
-    parser.add_argument('--sizes', default=None,
-                        help='network sizes WxH, comma-separated (default 640x192,1024x320 on '
-                             'CUDA, 640x192 on CPU); multiples of 32')
-    parser.add_argument('--encoders', default=None,
-                        help='ResNet depths of the DepthNet encoder, comma-separated (default '
-                             '18,50 on CUDA, 18 on CPU)')
-    parser.add_argument('--decoder', default='featdepth', choices=('featdepth', 'monodepth2'),
-                        help="depth decoder (default featdepth, the paper's CRP decoder; "
-                             'monodepth2 is much lighter)')
-    parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
-                        help='optimised path autocast (auto: fp16 on CUDA, bf16 on a CPU with '
-                             'native bf16, else fp32)')
-    parser.add_argument('--no-channels-last', action='store_true',
-                        help='optimised path without channels_last')
-    parser.add_argument('--compile', action='store_true',
-                        help='optimised path with torch.compile (slow to start; falls back to '
-                             'eager on failure)')
-    parser.add_argument('--no-cuda-graphs', action='store_true',
-                        help='optimised path without CUDA graphs (CUDA only)')
-    parser.add_argument('--node-frames', type=int, default=None,
-                        help='frames for the node end-to-end latency (0 = skip)')
-    parser.add_argument('--refine-frames', type=int, default=None,
-                        help='inference frames while refining (0 = skip the refinement row)')
-    parser.add_argument('--refine-iterations', type=int, default=None,
-                        help='Adam steps per refinement window (default 20 on CUDA, 2 on CPU)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads (default: torch default)')
-    parser.add_argument('--json', default=None, metavar='FILE',
-                        help='also write every number to FILE (JSON, atomically)')
-
-
 def parse_sizes(text):
     """``'640x192,1024x320'`` -> ``[(640, 192), (1024, 320)]`` (W, H); CliError when invalid."""
     sizes = []
@@ -303,12 +261,15 @@ def bench_model(width, height, encoder, device, opts, frames, warmup, images,
 
 # ----------------------------------------------------------------------------- node
 def bench_node(width, height, encoder, device, opts, frames, warmup, images, K,
-               decoder='featdepth'):
-    """End-to-end node latency (rclpy lives in :mod:`fmdepth_ros.ros.bench_node`)."""
-    try:
-        from fmdepth_ros.ros.bench_node import node_latency
-    except ImportError as exc:
-        return {'skipped': f'rclpy / the node is not importable ({exc}); install ROS 2 or the '
+               decoder='featdepth', node_latency=None):
+    """End-to-end node latency, measured by ``node_latency`` (the ROS tools layer's).
+
+    ``node_latency(cfg, device, opts, frames, warmup, images, K) -> dict`` is
+    :func:`fmdepth_ros.ros.tools.bench_node.node_latency` when ``fmdepth bench`` runs with ROS 2;
+    None (no ROS) gives a ``skipped`` row.
+    """
+    if node_latency is None:
+        return {'skipped': 'rclpy / the node is not importable; install ROS 2 or the '
                            'ros-rclpy wheels (scripts/setup_env.sh) to measure it'}
     cfg = bench_config(width, height, encoder, device, decoder)
     return node_latency(cfg, device, opts, frames, warmup, images, K)
@@ -319,7 +280,7 @@ def bench_refinement(width, height, encoder, device, opts, frames, warmup, image
                      iterations, decoder='featdepth'):
     """Refinement iterations/s while inference runs, and the inference slow-down it causes."""
     from fmdepth_ros.checkpoint import build_model
-    from fmdepth_ros.refinement import OnlineRefiner
+    from fmdepth_ros.runtime.refinement import OnlineRefiner
     cfg = bench_config(width, height, encoder, device, decoder)
     cfg.refine.iterations = int(iterations)
     torch.manual_seed(0)
@@ -430,65 +391,3 @@ def format_table(result):
                      f'({100 * ref["slowdown"]:+.0f}%)'
                      + (f'; errors: {ref["last_error"]}' if ref['errors'] else ''))
     return '\n'.join(lines)
-
-
-def run(args):
-    """Run the benchmark; print the table; write ``--json``. Returns 0."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CliError('--threads must be >= 1')
-        torch.set_num_threads(args.threads)
-    try:
-        device, warning = select_device(args.device)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if warning:
-        print(f'warning: {warning}')
-    defaults = DEFAULTS['cuda' if device.startswith('cuda') else 'cpu']
-    value = {k: (getattr(args, k) if getattr(args, k) is not None else v)
-             for k, v in defaults.items()}
-    for key in ('frames', 'warmup', 'node_frames', 'refine_frames', 'refine_iterations'):
-        if value[key] < (1 if key in ('frames', 'refine_iterations') else 0):
-            raise CliError(f'--{key.replace("_", "-")} must be >= '
-                           f'{1 if key in ("frames", "refine_iterations") else 0}')
-    if args.json:
-        parent = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(parent):
-            raise CliError(f'--json: directory {parent} does not exist')
-    sizes = parse_sizes(value['sizes'])
-    encoders = parse_encoders(value['encoders'])
-    opts = optimised_options(device, args)
-    result = {'device': device, 'device_name': describe_device(device),
-              'torch': torch.__version__, 'frames': value['frames'], 'warmup': value['warmup'],
-              'decoder': args.decoder,
-              'optimised_path': describe_options(opts), 'optimised_options': opts,
-              'load_average_start': load_average(), 'models': []}
-    frames_by_size = {}
-    for width, height in sizes:
-        frames_by_size[(width, height)] = sample_frames(width, height)
-        for encoder in encoders:
-            print(f'... {width}x{height} ResNet-{encoder}', flush=True)
-            result['models'].append(bench_model(width, height, encoder, device, opts,
-                                                value['frames'], value['warmup'],
-                                                frames_by_size[(width, height)][0],
-                                                args.decoder))
-    (width, height), encoder = sizes[0], encoders[0]
-    images, K = frames_by_size[(width, height)]
-    result['node'] = None
-    if value['node_frames'] > 0:
-        print(f'... node end-to-end {width}x{height} ResNet-{encoder}', flush=True)
-        result['node'] = bench_node(width, height, encoder, device, opts, value['node_frames'],
-                                    min(value['warmup'], 10), images, K, args.decoder)
-    result['refinement'] = None
-    if value['refine_frames'] > 0:
-        print(f'... online refinement {width}x{height} ResNet-{encoder}', flush=True)
-        result['refinement'] = bench_refinement(width, height, encoder, device, opts,
-                                                value['refine_frames'], value['warmup'],
-                                                images, K, value['refine_iterations'],
-                                                args.decoder)
-    result['load_average_end'] = load_average()
-    print(format_table(result))
-    if args.json:
-        write_json_atomic(args.json, result)
-        print(f'wrote {args.json}')
-    return 0

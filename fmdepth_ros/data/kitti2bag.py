@@ -27,7 +27,9 @@ import shutil
 import time
 from typing import Dict, List, Optional
 
-from fmdepth_ros.cli import CliError
+from fmdepth_ros.atomic_io import replace_atomic
+from fmdepth_ros.data.kitti_calib import KittiCalibration, load_calibration, read_velodyne
+from fmdepth_ros.errors import DataError
 import numpy as np
 
 EARTH_RADIUS_M = 6378137.0       # WGS84 equatorial radius, as in the KITTI devkit
@@ -46,48 +48,11 @@ BAG_VERSION = 8                  # rosbag2 metadata version 8 (Jazzy and newer r
 
 # ----------------------------------------------------------------------------- KITTI text files
 
-def parse_calib_file(path) -> Dict[str, np.ndarray]:
-    """Read a KITTI ``key: v1 v2 ...`` calibration file; non-numeric entries are skipped.
-
-    Raises:
-        CliError: the file is missing or has no numeric entry.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CliError(f'calibration file not found: {path}')
-    values = {}
-    for line in path.read_text().splitlines():
-        key, sep, rest = line.partition(':')
-        if not sep:
-            continue
-        try:
-            values[key.strip()] = np.array([float(v) for v in rest.split()], dtype=np.float64)
-        except ValueError:
-            continue  # e.g. calib_time: 09-Jan-2012 13:57:47
-    if not values:
-        raise CliError(f'no calibration values in {path}')
-    return values
-
-
-def _calib_entry(calib, key, size, path):
-    if key not in calib or calib[key].size != size:
-        raise CliError(f'{path}: missing or malformed entry {key!r} ({size} numbers expected)')
-    return calib[key]
-
-
-def rigid_from_rt(rotation, translation) -> np.ndarray:
-    """4x4 homogeneous transform from a 3x3 rotation (9 values) and a translation (3 values)."""
-    T = np.eye(4)
-    T[:3, :3] = np.asarray(rotation, dtype=np.float64).reshape(3, 3)
-    T[:3, 3] = np.asarray(translation, dtype=np.float64).reshape(3)
-    return T
-
-
 def parse_timestamps(path) -> List[int]:
     """Read a KITTI ``timestamps.txt`` (``2011-09-26 13:02:25.964389445``) as UTC nanoseconds."""
     path = Path(path)
     if not path.is_file():
-        raise CliError(f'timestamps file not found: {path}')
+        raise DataError(f'timestamps file not found: {path}')
     stamps = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
@@ -98,59 +63,9 @@ def parse_timestamps(path) -> List[int]:
             tm = time.strptime(whole, '%Y-%m-%d %H:%M:%S')
             nanos = int((fraction + '000000000')[:9]) if fraction else 0
         except ValueError:
-            raise CliError(f'{path}:{number}: cannot parse timestamp {line!r}') from None
+            raise DataError(f'{path}:{number}: cannot parse timestamp {line!r}') from None
         stamps.append(calendar.timegm(tm) * 1_000_000_000 + nanos)
     return stamps
-
-
-@dataclass
-class KittiCalibration:
-    """Calibration of one camera of a KITTI raw drive (all transforms ``T_a_b``: b -> a, metres).
-
-    Attributes:
-        K: [3, 3] rectified intrinsics in pixels (``P_rect_0X[:, :3]``).
-        T_cam_velo: [4, 4] velodyne -> rectified camera optical frame.
-        T_velo_imu: [4, 4] IMU (base_link) -> velodyne.
-    """
-
-    K: np.ndarray
-    T_cam_velo: np.ndarray
-    T_velo_imu: np.ndarray
-
-    @property
-    def T_base_cam(self) -> np.ndarray:
-        """[4, 4] camera optical -> base_link (the OXTS IMU frame)."""
-        return np.linalg.inv(self.T_cam_velo @ self.T_velo_imu)
-
-    @property
-    def T_base_velo(self) -> np.ndarray:
-        """[4, 4] velodyne -> base_link."""
-        return np.linalg.inv(self.T_velo_imu)
-
-
-def load_calibration(calib_dir, camera: int) -> KittiCalibration:
-    """Read the three KITTI raw calibration files of ``calib_dir`` for camera ``camera`` (0-3)."""
-    calib_dir = Path(calib_dir)
-    cam_path = calib_dir / 'calib_cam_to_cam.txt'
-    velo_path = calib_dir / 'calib_velo_to_cam.txt'
-    imu_path = calib_dir / 'calib_imu_to_velo.txt'
-    cam = parse_calib_file(cam_path)
-    velo = parse_calib_file(velo_path)
-    imu = parse_calib_file(imu_path)
-    P = _calib_entry(cam, f'P_rect_0{camera}', 12, cam_path).reshape(3, 4)
-    R_rect = np.eye(4)
-    R_rect[:3, :3] = _calib_entry(cam, 'R_rect_00', 9, cam_path).reshape(3, 3)
-    K = P[:, :3].copy()
-    if abs(np.linalg.det(K)) < 1e-9:
-        raise CliError(f'{cam_path}: P_rect_0{camera} has a singular 3x3 part')
-    # P_rect_0X = K [I | t]: t is the rectified camera X's offset from rectified camera 0.
-    T_camx_rect0 = rigid_from_rt(np.eye(3), np.linalg.solve(K, P[:, 3]))
-    T_cam0_velo = rigid_from_rt(_calib_entry(velo, 'R', 9, velo_path),
-                                _calib_entry(velo, 'T', 3, velo_path))
-    T_velo_imu = rigid_from_rt(_calib_entry(imu, 'R', 9, imu_path),
-                               _calib_entry(imu, 'T', 3, imu_path))
-    return KittiCalibration(K=K, T_cam_velo=T_camx_rect0 @ R_rect @ T_cam0_velo,
-                            T_velo_imu=T_velo_imu)
 
 
 # ----------------------------------------------------------------------------- OXTS poses
@@ -216,8 +131,8 @@ def _sensor_files(folder: Path, pattern: str, name: str):
     files = sorted((folder / 'data').glob(pattern))
     stamps = parse_timestamps(folder / 'timestamps.txt')
     if len(files) != len(stamps):
-        raise CliError(f'{folder}: {len(files)} {name} files but {len(stamps)} lines in '
-                       f'timestamps.txt')
+        raise DataError(f'{folder}: {len(files)} {name} files but {len(stamps)} lines in '
+                        f'timestamps.txt')
     return files, stamps
 
 
@@ -225,19 +140,19 @@ def open_drive(drive_dir, camera: int = 2, velodyne: bool = True, oxts: bool = T
     """Locate the images, timestamps, calibration and (optional) OXTS / velodyne data of a drive.
 
     Raises:
-        CliError: a required folder or file is missing, or timestamps do not match the files.
+        DataError: a required folder or file is missing, or timestamps do not match the files.
     """
     drive_dir = Path(drive_dir)
     if not drive_dir.is_dir():
-        raise CliError(f'drive folder not found: {drive_dir}')
+        raise DataError(f'drive folder not found: {drive_dir}')
     image_dir = drive_dir / f'image_0{camera}'
     if not (image_dir / 'data').is_dir():
-        raise CliError(f'camera folder not found: {image_dir / "data"}')
+        raise DataError(f'camera folder not found: {image_dir / "data"}')
     images, stamps = _sensor_files(image_dir, '*.png', 'image')
     if not images:
-        raise CliError(f'no PNG images in {image_dir / "data"}')
+        raise DataError(f'no PNG images in {image_dir / "data"}')
     if any(b <= a for a, b in zip(stamps, stamps[1:])):
-        raise CliError(f'{image_dir / "timestamps.txt"}: timestamps are not increasing')
+        raise DataError(f'{image_dir / "timestamps.txt"}: timestamps are not increasing')
     drive = KittiDrive(drive_dir, camera, images, stamps,
                        load_calibration(drive_dir.resolve().parent, camera))
     if oxts and (drive_dir / 'oxts' / 'data').is_dir():
@@ -254,17 +169,9 @@ def read_oxts(paths) -> np.ndarray:
     for path in paths:
         values = path.read_text().split()
         if len(values) < 6:
-            raise CliError(f'{path}: expected 30 OXTS values, found {len(values)}')
+            raise DataError(f'{path}: expected 30 OXTS values, found {len(values)}')
         rows.append([float(v) for v in values[:30]] + [0.0] * (30 - min(30, len(values))))
     return np.asarray(rows, dtype=np.float64)
-
-
-def read_velodyne(path) -> np.ndarray:
-    """Read a KITTI velodyne scan (.bin float32 x, y, z, reflectance) -> [N, 4] float32."""
-    data = np.fromfile(path, dtype=np.float32)
-    if data.size % 4:
-        raise CliError(f'{path}: size is not a multiple of 4 float32 values')
-    return data.reshape(-1, 4)
 
 
 # ----------------------------------------------------------------------------- messages
@@ -378,12 +285,12 @@ def _read_image(path: Path):
     import cv2
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise CliError(f'cannot read image {path}')
+        raise DataError(f'cannot read image {path}')
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3
                              else cv2.COLOR_BGRA2RGB)
     if image.dtype != np.uint8:
-        raise CliError(f'{path}: expected an 8-bit image, got {image.dtype}')
+        raise DataError(f'{path}: expected an 8-bit image, got {image.dtype}')
     return image
 
 
@@ -455,8 +362,8 @@ def write_bag(drive: KittiDrive, out_bag, storage: str = 'mcap', compressed: boo
                     else:
                         image = _read_image(path)
                         if image.shape[:2] != (height, width):
-                            raise CliError(f'{path}: size {image.shape[1]}x{image.shape[0]} '
-                                           f'differs from the first image ({width}x{height})')
+                            raise DataError(f'{path}: size {image.shape[1]}x{image.shape[0]} '
+                                            f'differs from the first image ({width}x{height})')
                         if compressed:
                             bgr = image if image.ndim == 2 else cv2.cvtColor(image,
                                                                              cv2.COLOR_RGB2BGR)
@@ -480,154 +387,8 @@ def write_bag(drive: KittiDrive, out_bag, storage: str = 'mcap', compressed: boo
                 writer.write(conn, stamp, typestore.serialize_cdr(msg, conn.msgtype))
                 counts[conn.topic] = counts.get(conn.topic, 0) + 1
         if out_bag.exists():      # --overwrite: the old bag goes only once the new one is done
-            os.replace(out_bag, tmp_parent / 'previous')
-        os.replace(tmp, out_bag)
+            replace_atomic(out_bag, tmp_parent / 'previous')
+        replace_atomic(tmp, out_bag)
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
     return counts
-
-
-# ----------------------------------------------------------------------------- CLI
-
-def configure_parser(parser):
-    """Add the ``fmdepth kitti2bag`` arguments."""
-    parser.add_argument('drive_dir', metavar='DRIVE_DIR',
-                        help='KITTI raw drive, e.g. .../2011_09_26/2011_09_26_drive_0001_sync '
-                             '(calibration files in its parent folder)')
-    parser.add_argument('out_bag', metavar='OUT_BAG', help='output bag folder (must not exist)')
-    parser.add_argument('--camera', type=int, choices=(0, 1, 2, 3), default=2,
-                        help='KITTI camera: 2 = left colour (default), 3 = right colour, '
-                             '0/1 = grey')
-    parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
-                        help='rosbag2 storage plugin (default: mcap)')
-    parser.add_argument('--compressed', action='store_true',
-                        help=f'write sensor_msgs/CompressedImage on {COMPRESSED_TOPIC} '
-                             "(the drive's PNG bytes, lossless) instead of raw Image")
-    parser.add_argument('--jpeg-quality', type=int, default=None, metavar='Q',
-                        help='with --compressed: re-encode as JPEG of quality Q (1-100)')
-    parser.add_argument('--no-velodyne', action='store_true', help='skip the velodyne scans')
-    parser.add_argument('--no-oxts', action='store_true', help='skip the OXTS ground truth')
-    parser.add_argument('--overwrite', action='store_true', help='replace OUT_BAG if it exists')
-
-
-def run(args) -> int:
-    """Convert the drive; prints one summary line per topic."""
-    out_bag = Path(args.out_bag)
-    if args.jpeg_quality is not None and not (1 <= args.jpeg_quality <= 100):
-        raise CliError('--jpeg-quality must be in 1..100')
-    if args.jpeg_quality is not None and not args.compressed:
-        raise CliError('--jpeg-quality needs --compressed')
-    if out_bag.exists():
-        if not args.overwrite:
-            raise CliError(f'{out_bag} exists (use --overwrite to replace it)')
-    drive = open_drive(args.drive_dir, args.camera, velodyne=not args.no_velodyne,
-                       oxts=not args.no_oxts)
-
-    def progress(done, total):
-        if done % 100 == 0 and done < total:
-            print(f'  {done}/{total} frames', flush=True)
-
-    counts = write_bag(drive, out_bag, storage=args.storage, compressed=args.compressed,
-                       jpeg_quality=args.jpeg_quality, progress=progress)
-    print(f'wrote {out_bag} ({args.storage}):')
-    for topic, count in counts.items():
-        print(f'  {topic}: {count} messages')
-    return 0
-
-
-# ----------------------------------------------------------------------------- synthetic drives
-
-SYNTH_T_CAM0_VELO = rigid_from_rt([[0, -1, 0], [0, 0, -1], [1, 0, 0]], [0.0, -0.08, -0.27])
-SYNTH_T_VELO_IMU = rigid_from_rt(np.eye(3), [-0.81, 0.32, -0.80])
-SYNTH_BASELINE_M = 0.06          # rectified camera 2 sits 6 cm from camera 0, as in KITTI
-
-
-def _format_stamp(stamp_ns: int) -> str:
-    seconds, nanos = divmod(int(stamp_ns), 1_000_000_000)
-    return time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(seconds)) + f'.{nanos:09d}'
-
-
-def _write_calib(path: Path, entries):
-    lines = ['calib_time: 01-Jan-2011 00:00:00']
-    lines += [f'{key}: ' + ' '.join(f'{v:.12e}' for v in np.ravel(value))
-              for key, value in entries]
-    path.write_text('\n'.join(lines) + '\n')
-
-
-def write_synthetic_drive(seq, root, date: str = '2011_09_26', drive: int = 1,
-                          camera: int = 2, velodyne_stride: int = 2) -> Path:
-    """Write a synthetic sequence as a KITTI raw drive (the inverse of what kitti2bag reads).
-
-    ``seq`` has ``images`` [N,H,W,3] uint8 RGB, ``depths`` [N,H,W] metres, ``poses`` [N,4,4]
-    T_world_cam, ``K`` [3,3] pixels and optionally ``stamps_ns`` [N]. Writes PNG frames,
-    ``timestamps.txt``, the three calibration files (KITTI text format), OXTS packets synthesised
-    from the poses and velodyne scans back-projected from the depth (every ``velodyne_stride``-th
-    pixel with depth > 0). Returns the drive folder ``root/date/date_drive_XXXX_sync``.
-    """
-    import cv2
-    images = np.asarray(seq.images)
-    depths = np.asarray(seq.depths, dtype=np.float64)
-    poses = np.asarray(seq.poses, dtype=np.float64)
-    K = np.asarray(seq.K, dtype=np.float64)
-    n = len(images)
-    stamps = getattr(seq, 'stamps_ns', None)
-    if stamps is None:
-        stamps = 1317045600_000_000_000 + np.arange(n, dtype=np.int64) * 100_000_000
-    date_dir = Path(root) / date
-    drive_dir = date_dir / f'{date}_drive_{drive:04d}_sync'
-    date_dir.mkdir(parents=True, exist_ok=True)
-
-    P0 = np.zeros((3, 4))
-    P0[:, :3] = K
-    Pc = P0.copy()
-    Pc[:, 3] = K @ np.array([SYNTH_BASELINE_M, 0.0, 0.0])
-    entries = [('S_rect_00', [images.shape[2], images.shape[1]]), ('R_rect_00', np.eye(3)),
-               ('P_rect_00', P0)]
-    if camera != 0:
-        entries += [(f'S_rect_0{camera}', [images.shape[2], images.shape[1]]),
-                    (f'R_rect_0{camera}', np.eye(3)), (f'P_rect_0{camera}', Pc)]
-    _write_calib(date_dir / 'calib_cam_to_cam.txt', entries)
-    _write_calib(date_dir / 'calib_velo_to_cam.txt',
-                 [('R', SYNTH_T_CAM0_VELO[:3, :3]), ('T', SYNTH_T_CAM0_VELO[:3, 3])])
-    _write_calib(date_dir / 'calib_imu_to_velo.txt',
-                 [('R', SYNTH_T_VELO_IMU[:3, :3]), ('T', SYNTH_T_VELO_IMU[:3, 3])])
-    cal = load_calibration(date_dir, camera)
-
-    def sensor_dir(name):
-        folder = drive_dir / name
-        (folder / 'data').mkdir(parents=True, exist_ok=True)
-        (folder / 'timestamps.txt').write_text(
-            ''.join(_format_stamp(s) + '\n' for s in stamps))
-        return folder / 'data'
-
-    image_dir = sensor_dir(f'image_0{camera}')
-    for i, image in enumerate(images):
-        bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        cv2.imwrite(str(image_dir / f'{i:010d}.png'), bgr)
-
-    # The synthetic world is an optical frame (y down); OXTS needs z up (ENU-like, x forward)
-    # to avoid gimbal lock. Relative poses (what kitti2bag writes) do not depend on this choice.
-    T_enu_world = rigid_from_rt([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], np.zeros(3))
-    T_cam_imu = cal.T_cam_velo @ cal.T_velo_imu
-    oxts = poses_to_oxts(T_enu_world @ poses @ T_cam_imu)
-    oxts_dir = sensor_dir('oxts')
-    for i, row in enumerate(oxts):
-        packet = np.zeros(30)
-        packet[:6] = row
-        packet[23] = 0.05      # pos_accuracy (m)
-        packet[24] = 4         # navstat
-        (oxts_dir / f'{i:010d}.txt').write_text(' '.join(repr(float(v)) for v in packet) + '\n')
-
-    velo_dir = sensor_dir('velodyne_points')
-    T_velo_cam = np.linalg.inv(cal.T_cam_velo)
-    Kinv = np.linalg.inv(K)
-    for i, depth in enumerate(depths):
-        v, u = np.mgrid[0:depth.shape[0]:velodyne_stride, 0:depth.shape[1]:velodyne_stride]
-        z = depth[v, u]
-        keep = np.isfinite(z) & (z > 0)
-        pix = np.stack([u[keep], v[keep], np.ones(keep.sum())])  # centres at integers
-        cam = (Kinv @ pix) * z[keep]
-        velo = T_velo_cam[:3, :3] @ cam + T_velo_cam[:3, 3:4]
-        scan = np.column_stack([velo.T, np.full(velo.shape[1], 0.5)]).astype(np.float32)
-        scan.tofile(velo_dir / f'{i:010d}.bin')
-    return drive_dir

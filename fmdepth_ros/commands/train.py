@@ -16,7 +16,9 @@ import os
 import signal
 import sys
 
-from fmdepth_ros.cli import CliError
+from fmdepth_ros.errors import CliError
+
+HELP = 'train FeatureNet, then DepthNet+PoseNet, self-supervised'
 
 LOG = logging.getLogger(__name__)
 

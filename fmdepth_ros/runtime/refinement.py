@@ -21,7 +21,7 @@ import math
 import threading
 import time
 
-from fmdepth_ros.worker import BoundedWorker
+from fmdepth_ros.runtime.worker import BoundedWorker
 import numpy as np
 import torch
 

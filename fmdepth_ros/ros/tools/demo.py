@@ -24,8 +24,11 @@ import json
 import os
 import time
 
-from fmdepth_ros.cli import CliError
+from fmdepth_ros.atomic_io import open_atomic, write_json_atomic
+from fmdepth_ros.errors import CliError
 import numpy as np
+
+HELP = 'run the node live on the built-in synthetic sequence'
 
 
 DEMO_CONFIG = 'synthetic_cpu.yaml'
@@ -131,10 +134,7 @@ def train_small_model(out_dir, train_seed=0, train_frames=40, steps=160, retrain
                      '--max-steps', str(steps), '--checkpoint-every', '0', '--log-every', '40'])
     if code != 0 or not os.path.isfile(checkpoint):
         raise CliError(f'fmdepth train failed (exit {code})')
-    tmp = stamp + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(settings, f)
-    os.replace(tmp, stamp)
+    write_json_atomic(stamp, settings)
     return checkpoint
 
 
@@ -297,9 +297,8 @@ def _save_figures(out, seq, graph, first, last, gt_poses, est_poses, ate):
 
 
 def _atomic_savefig(fig, path):
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with open_atomic(path) as f:
+        fig.savefig(f, dpi=100, format='png')
 
 
 def run(args):

@@ -11,9 +11,9 @@ import threading
 import time
 
 from fmdepth_ros.config import save_config
-from fmdepth_ros.inference import DepthPredictor
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros.depth_node import DepthNode
+from fmdepth_ros.runtime.inference import DepthPredictor
 import numpy as np
 import rclpy
 from rclpy.executors import MultiThreadedExecutor

@@ -9,15 +9,18 @@ For every input image ``<stem>.<ext>`` it writes, atomically:
   the saved array (brighter = closer; 95th-percentile normalisation like Monodepth2's
   pictures).
 
-Inference goes through :class:`fmdepth_ros.inference.DepthPredictor` (the same path as the ROS
+Inference goes through :class:`runtime.inference.DepthPredictor` (the same path as the ROS
 node), so any input size is accepted.
 """
 
 import os
 import sys
 
-from fmdepth_ros.cli import CliError
+from fmdepth_ros.atomic_io import open_atomic
+from fmdepth_ros.errors import CliError
 import numpy as np
+
+HELP = 'run a checkpoint on an image or a folder'
 
 
 def configure_parser(parser):
@@ -54,19 +57,17 @@ def colorize(values, colormap='magma', percentile=95.0):
 
 
 def save_npy_atomic(path, array):
-    """np.save to a temporary file, then os.replace."""
-    tmp = f'{path}.tmp{os.getpid()}.npy'
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    """Write ``array`` as ``.npy`` atomically."""
+    with open_atomic(path) as f:
+        np.save(f, array)
 
 
 def save_png_atomic(path, rgb):
-    """Write an [H, W, 3] uint8 image as PNG via a temporary file and os.replace."""
+    """Write an [H, W, 3] uint8 image as PNG atomically."""
     from PIL import Image
 
-    tmp = f'{path}.tmp{os.getpid()}.png'
-    Image.fromarray(rgb).save(tmp, format='PNG')
-    os.replace(tmp, path)
+    with open_atomic(path) as f:
+        Image.fromarray(rgb).save(f, format='PNG')
 
 
 def list_inputs(path):
@@ -107,7 +108,7 @@ def run(args):
     from tqdm import tqdm
 
     from fmdepth_ros.checkpoint import CheckpointError, load_checkpoint
-    from fmdepth_ros.inference import DepthPredictor, select_device
+    from fmdepth_ros.runtime.inference import DepthPredictor, select_device
 
     inputs = list_inputs(args.input)
     if not os.path.isfile(args.checkpoint):

@@ -1,4 +1,4 @@
-"""``fmdepth convert``: import official FeatDepth or Monodepth2 weights into our checkpoint.
+"""Import official FeatDepth or Monodepth2 weights into our checkpoint (``fmdepth convert``).
 
 Sources:
 
@@ -22,10 +22,9 @@ initialisation, which the command reports.
 import os
 from typing import Dict, List, Optional, Tuple
 
-from .checkpoint import build_model, CheckpointError, load_state_strict, save_checkpoint, \
-    torch_load_file
-from .cli import CliError
-from .config import Config, load_config
+from .checkpoint import build_model, load_state_strict, save_checkpoint, torch_load_file
+from .config import Config
+from .errors import ConversionError
 from .networks.depth_net import check_input_size
 
 #: (official prefix, our network, our prefix); the first matching prefix wins
@@ -44,10 +43,6 @@ MONODEPTH2_POSE = {'net.0.': 'decoder.reduce.', 'net.1.': 'decoder.conv1.',
 FEATDEPTH_SIZE = (320, 1024)   # resolution of the released FeatDepth models
 FEATDEPTH_POSE_SIZE = (192, 640)
 MONODEPTH2_FILES = ('encoder.pth', 'depth.pth', 'pose_encoder.pth', 'pose.pth')
-
-
-class ConversionError(ValueError):
-    """The source cannot be converted; one-line message naming the file."""
 
 
 Parts = Dict[str, Dict]   # network name -> state dict in our key names
@@ -312,47 +307,6 @@ def convert(src: str, dst: str, autoencoder: Optional[str] = None, fmt: str = 'a
     return {'format': fmt, 'config': cfg, 'notes': notes, 'networks': sorted(parts)}
 
 
-def configure_parser(parser) -> None:
-    """Add the ``fmdepth convert`` arguments."""
-    parser.add_argument('src', help='official FeatDepth .pth, or a Monodepth2 model folder '
-                                    '(or its encoder.pth)')
-    parser.add_argument('dst', help='output checkpoint (written atomically)')
-    parser.add_argument('--autoencoder', metavar='AE_FILE', default=None,
-                        help='official FeatDepth autoencoder .pth (FeatureNet decoder)')
-    parser.add_argument('--format', dest='fmt', choices=('auto', 'featdepth', 'monodepth2'),
-                        default='auto', help='source layout (default: detect)')
-    parser.add_argument('--height', type=int, default=None,
-                        help="network input height (default: the source model's)")
-    parser.add_argument('--width', type=int, default=None,
-                        help="network input width (default: the source model's)")
-    parser.add_argument('--config', default=None,
-                        help='YAML config for the non-network settings stored in DST')
-    parser.add_argument('--trust-pickle', action='store_true',
-                        help='allow arbitrary pickled objects in SRC (only for trusted files)')
-
-
-def run(args) -> int:
-    """Run ``fmdepth convert``; user errors become ``CliError``."""
-    try:
-        base = load_config(args.config) if args.config else None
-    except (OSError, ValueError) as exc:
-        raise CliError(f'--config {args.config}: {exc}') from None
-    try:
-        summary = convert(args.src, args.dst, autoencoder=args.autoencoder, fmt=args.fmt,
-                          height=args.height, width=args.width, base_config=base,
-                          trust_pickle=args.trust_pickle)
-    except (ConversionError, CheckpointError) as exc:
-        raise CliError(str(exc)) from None
-    m = summary['config'].model
-    print(f'converted {summary["format"]} {args.src} -> {args.dst}: depth ResNet-'
-          f'{m.depth_layers} ({m.depth_decoder} decoder) at {m.width}x{m.height}, pose ResNet-'
-          f'{m.pose_layers} at {m.pose_width}x{m.pose_height}, feature ResNet-'
-          f'{m.feature_layers}')
-    for note in summary['notes']:
-        print(f'note: {note}')
-    return 0
-
-
-__all__ = ['convert', 'configure_parser', 'run', 'ConversionError', 'split_featdepth',
+__all__ = ['convert', 'ConversionError', 'split_featdepth',
            'read_featdepth', 'read_monodepth2', 'detect_format', 'resnet_depth',
            'build_converted_config']

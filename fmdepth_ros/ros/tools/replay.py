@@ -18,7 +18,9 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-from fmdepth_ros.cli import CliError
+from fmdepth_ros.errors import CliError
+
+HELP = 'play a rosbag2 bag through rclpy'
 
 TF_STATIC = '/tf_static'
 DEFAULT_DEPTH = 10

@@ -1,4 +1,4 @@
-"""``fmdepth evaluate``: Eigen depth metrics and odometry ATE of a checkpoint.
+"""Eigen depth metrics and odometry ATE of a checkpoint on a dataset (``fmdepth evaluate``).
 
 Depth follows the official FeatDepth protocol (``scripts/eval_depth.py``): the network sees
 the target frame at its input size; the scale-0 disparity becomes a scaled disparity in
@@ -17,51 +17,18 @@ protocol) and after a Sim(3) fit, plus the 5-frame snippet ATE of ``eval_pose.py
 trajectories of at least 100 m, the KITTI devkit segment errors (t_err %, r_err deg/100 m)
 of the scale-aligned trajectory.
 
-``--bag BAG`` hands over to ``fmdepth_ros.bag_eval.evaluate_bag``.
+Bags are evaluated through the node by the ROS tools layer (:mod:`fmdepth_ros.ros.tools.evaluate`).
 """
 
 import copy
 import os
 import sys
-import time
 
-from fmdepth_ros.atomic_io import write_json_atomic
-from fmdepth_ros.cli import CliError
-from fmdepth_ros.data import is_bag
 from fmdepth_ros.metrics import DEPTH_METRICS
 import numpy as np
 
 METRIC_LABELS = {'abs_rel': 'AbsRel', 'sq_rel': 'SqRel', 'rmse': 'RMSE',
                  'rmse_log': 'RMSElog', 'a1': 'd<1.25', 'a2': 'd<1.25^2', 'a3': 'd<1.25^3'}
-
-
-def configure_parser(parser):
-    """Add the ``fmdepth evaluate`` arguments."""
-    parser.add_argument('--checkpoint', required=True, help='checkpoint file (fmdepth format)')
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument('--data', help='KITTI raw root, synthetic sequence or folder of frames')
-    src.add_argument('--bag', help='rosbag2 bag (image + camera_info, optional GT topics)')
-    parser.add_argument('--split', default=None,
-                        help='split file (KITTI "folder frame side" lines, e.g. the Eigen '
-                             'test list; for folders: frame names)')
-    parser.add_argument('--gt-depths', default=None,
-                        help='KITTI gt_depths.npz aligned with --split (default: the one '
-                             'beside the split file, else velodyne projection)')
-    parser.add_argument('--refine-steps', type=int, default=0,
-                        help='online refinement iterations per test sample (paper: 20)')
-    parser.add_argument('--json', default=None, help='write the results to this JSON file')
-    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    parser.add_argument('--scaling', choices=('median', 'fixed'), default='median',
-                        help='median: per-image median scaling (monocular, default); fixed: '
-                             'multiply by --scale (stereo-trained models)')
-    parser.add_argument('--scale', type=float, default=1.0,
-                        help='fixed depth scale for --scaling fixed (FeatDepth MS: 36)')
-    parser.add_argument('--max-samples', type=int, default=None,
-                        help='evaluate only the first N depth samples')
-    parser.add_argument('--intrinsics', type=float, nargs=4, default=None,
-                        metavar=('FX', 'FY', 'CX', 'CY'),
-                        help='intrinsics of a folder of frames without calibration file')
-    parser.add_argument('--no-odometry', action='store_true', help='skip the ATE evaluation')
 
 
 # ----------------------------------------------------------------------------- depth
@@ -122,7 +89,7 @@ def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
         batch = collate_one(dataset[idx])
         net = model.depth_net
         if refine_steps > 0:
-            from fmdepth_ros.refinement import refine_on_batch
+            from fmdepth_ros.runtime.refinement import refine_on_batch
 
             fresh = copy.deepcopy(model)
             stats = refine_on_batch(fresh, batch, iterations=refine_steps, lr=cfg.refine.lr,
@@ -245,31 +212,6 @@ def format_table(results):
     return '\n'.join(lines)
 
 
-# ----------------------------------------------------------------------------- CLI
-
-def _resolve_device(requested):
-    from fmdepth_ros.inference import select_device
-
-    try:
-        device, warning = select_device(requested)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if warning:
-        print(f'fmdepth evaluate: warning: {warning}', file=sys.stderr)
-    return device
-
-
-def _load_model(path, device):
-    from fmdepth_ros.checkpoint import CheckpointError, load_checkpoint
-
-    if not os.path.isfile(path):
-        raise CliError(f'--checkpoint: no such file: {path}')
-    try:
-        return load_checkpoint(path, map_location=device)
-    except CheckpointError as exc:
-        raise CliError(str(exc)) from None
-
-
 def evaluate_data(model, cfg, data, split_file=None, gt_path=None, refine_steps=0,
                   device='cpu', median_scaling=True, scale=1.0, max_samples=None,
                   intrinsics=None, odometry=True, progress=True):
@@ -287,7 +229,7 @@ def evaluate_data(model, cfg, data, split_file=None, gt_path=None, refine_steps=
             progress=progress)
     sources = pose_sources(dataset) if odometry else []
     if sources:
-        from fmdepth_ros.inference import PoseEstimator
+        from fmdepth_ros.runtime.inference import PoseEstimator
 
         estimator = PoseEstimator(model.pose_net, cfg, device=device)
         results['odometry'] = {
@@ -298,53 +240,3 @@ def evaluate_data(model, cfg, data, split_file=None, gt_path=None, refine_steps=
         raise ValueError(f'{data}: no ground truth to evaluate against (no depth maps or '
                          'velodyne scans, and no poses.txt)')
     return results
-
-
-def run(args):
-    """Evaluate a checkpoint; print the table, optionally write JSON. Returns the exit code."""
-    if args.refine_steps < 0:
-        raise CliError(f'--refine-steps must be >= 0, got {args.refine_steps}')
-    if args.max_samples is not None and args.max_samples < 1:
-        raise CliError(f'--max-samples must be >= 1, got {args.max_samples}')
-    if not os.path.isfile(args.checkpoint):
-        raise CliError(f'--checkpoint: no such file: {args.checkpoint}')
-    if args.bag is None and args.data is not None and os.path.exists(args.data) \
-            and is_bag(args.data):
-        args.bag = args.data   # a bag given as --data is evaluated the bag way
-    if args.bag is not None:
-        if not os.path.exists(args.bag):
-            raise CliError(f'--bag: no such file or directory: {args.bag}')
-        from fmdepth_ros.bag_eval import evaluate_bag
-
-        try:   # evaluate_bag prints its own table
-            evaluate_bag(args.checkpoint, args.bag, args.refine_steps, args.json)
-        except (ValueError, FileNotFoundError) as exc:
-            raise CliError(str(exc).splitlines()[0]) from None
-        return 0
-    if not os.path.exists(args.data):
-        raise CliError(f'--data: no such file or directory: {args.data}')
-    for flag, path in (('--split', args.split), ('--gt-depths', args.gt_depths)):
-        if path is not None and not os.path.isfile(path):
-            raise CliError(f'{flag}: no such file: {path}')
-    device = _resolve_device(args.device)
-    model, cfg, info = _load_model(args.checkpoint, device)
-    start = time.perf_counter()
-    try:
-        results = evaluate_data(
-            model, cfg, args.data, split_file=args.split, gt_path=args.gt_depths,
-            refine_steps=args.refine_steps, device=device,
-            median_scaling=args.scaling == 'median', scale=args.scale,
-            max_samples=args.max_samples, intrinsics=args.intrinsics,
-            odometry=not args.no_odometry, progress=sys.stderr.isatty())
-    except (ValueError, FileNotFoundError) as exc:
-        raise CliError(str(exc).splitlines()[0]) from None
-    results.update(checkpoint=os.path.abspath(args.checkpoint), step=info.get('step', 0),
-                   data=os.path.abspath(args.data), split=args.split,
-                   refine_steps=args.refine_steps, device=str(device),
-                   scaling=args.scaling if args.scaling == 'median' else f'fixed x{args.scale}',
-                   seconds=round(time.perf_counter() - start, 3))
-    print(format_table(results))
-    if args.json:
-        write_json_atomic(args.json, results)
-        print(f'wrote {args.json}')
-    return 0

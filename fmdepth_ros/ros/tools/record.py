@@ -1,7 +1,7 @@
 """``fmdepth record``: run the ``fmdepth`` node in-process on a bag and store its outputs.
 
 The input bag's camera stream (and ``/tf_static``) is played through rclpy by
-:class:`fmdepth_ros.ros.replay.BagPlayer` into a :class:`~fmdepth_ros.ros.depth_node.DepthNode`
+:class:`ros.tools.replay.BagPlayer` into a :class:`~fmdepth_ros.ros.depth_node.DepthNode`
 living in a private namespace of the same process. Playback is **lock-step** by default: after
 each image the player waits until the node has published that frame's depth (same stamp), so
 every input frame is answered however slow the machine is (``--rate R`` plays with the recorded
@@ -27,7 +27,10 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from fmdepth_ros.cli import CliError
+from fmdepth_ros.atomic_io import replace_atomic
+from fmdepth_ros.errors import CliError
+
+HELP = 'run the node on a bag and store its outputs'
 
 OUTPUT_TOPICS = {
     'depth/image': ('/fmdepth/depth/image', 'sensor_msgs/msg/Image'),
@@ -78,7 +81,7 @@ class _OutputRecorder:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
-        from fmdepth_ros.ros.replay import resolve_message_class
+        from fmdepth_ros.ros.tools.replay import resolve_message_class
         self.writer = writer
         self.lock = threading.Condition()
         self.pending = []
@@ -149,7 +152,7 @@ def record_bag(bag, out_bag, checkpoint: Optional[str] = None, node_parameters=N
                                       open_bag)
     from fmdepth_ros.ros.depth_node import DepthNode
     from fmdepth_ros.ros.model_setup import StartupError
-    from fmdepth_ros.ros.replay import BagPlayer
+    from fmdepth_ros.ros.tools.replay import BagPlayer
 
     out_bag = Path(out_bag)
     if out_bag.exists():
@@ -267,7 +270,7 @@ def record_bag(bag, out_bag, checkpoint: Optional[str] = None, node_parameters=N
                                    ('frames_answered', str(result.frames_in
                                                            - len(result.missing)))):
                     writer.set_custom_data(f'fmdepth.{key}', value)
-        os.replace(tmp_parent / out_bag.name, out_bag)
+        replace_atomic(tmp_parent / out_bag.name, out_bag)
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=5.0)

@@ -1,7 +1,7 @@
 """A background thread that works through a bounded FIFO queue (the freshest items win).
 
 Used by the node for camera frames (:mod:`fmdepth_ros.ros.depth_node`: inference off the ROS
-executor) and by :class:`fmdepth_ros.refinement.OnlineRefiner` for refinement windows.
+executor) and by :class:`fmdepth_ros.runtime.refinement.OnlineRefiner` for refinement windows.
 
 Hand-written rather than ``queue.Queue`` + ``threading.Thread``: ``queue.Queue`` blocks or
 raises when full, while a camera pipeline must drop the *oldest* item (as a KEEP_LAST QoS

@@ -28,7 +28,10 @@ import tempfile
 import threading
 import time
 
-from fmdepth_ros.cli import CliError
+from fmdepth_ros.atomic_io import write_json_atomic
+from fmdepth_ros.errors import CliError
+
+HELP = 'long-run reliability check of the node'
 
 MIB = 1024.0 * 1024.0
 FRAME_PERIOD_NS = 100_000_000          # 10 Hz
@@ -514,7 +517,6 @@ def configure_parser(parser):
 
 def run(args):
     """Run the soak; print the summary; exit code 0 when every check passed, 1 otherwise."""
-    import json
     if min(args.frames, args.in_flight, args.refine_every, args.sample_every) < 1:
         raise CliError('--frames, --in-flight, --refine-every and --sample-every must be >= 1')
     if args.width < 64 or args.height < 64 or args.width % 32 or args.height % 32:
@@ -549,12 +551,7 @@ def run(args):
     result['problems'] = problems
     print(format_soak(result))
     if args.json:
-        tmp = f'{args.json}.tmp'
-        with open(tmp, 'w') as out:
-            json.dump(result, out, indent=2)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, result, sort_keys=False)
     for problem in problems:
         print(f'FAILED: {problem}')
     print('soak: OK' if not problems else f'soak: {len(problems)} check(s) failed')

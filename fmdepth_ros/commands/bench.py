@@ -1,0 +1,120 @@
+"""``fmdepth bench``: latency / throughput table (:mod:`fmdepth_ros.runtime.benchmark`).
+
+The ROS tools layer registers ``bench`` (:mod:`fmdepth_ros.ros.tools.bench`): it runs this
+command with the node's end-to-end measurement added.
+"""
+
+import os
+
+from fmdepth_ros.atomic_io import write_json_atomic
+from fmdepth_ros.errors import CliError
+from fmdepth_ros.runtime import benchmark
+from fmdepth_ros.runtime.inference import select_device
+import torch
+
+HELP = 'latency / throughput benchmark table'
+
+
+def configure_parser(parser):
+    """Add the ``fmdepth bench`` arguments."""
+    parser.add_argument('--device', default='auto',
+                        help='auto, cuda, cuda:N or cpu (default auto; falls back to the CPU '
+                             'with a warning)')
+    parser.add_argument('--frames', type=int, default=None,
+                        help='timed frames per measurement (default 1000 on CUDA, 20 on CPU)')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='untimed frames first (default 50 on CUDA, 3 on CPU)')
+    parser.add_argument('--sizes', default=None,
+                        help='network sizes WxH, comma-separated (default 640x192,1024x320 on '
+                             'CUDA, 640x192 on CPU); multiples of 32')
+    parser.add_argument('--encoders', default=None,
+                        help='ResNet depths of the DepthNet encoder, comma-separated (default '
+                             '18,50 on CUDA, 18 on CPU)')
+    parser.add_argument('--decoder', default='featdepth', choices=('featdepth', 'monodepth2'),
+                        help="depth decoder (default featdepth, the paper's CRP decoder; "
+                             'monodepth2 is much lighter)')
+    parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
+                        help='optimised path autocast (auto: fp16 on CUDA, bf16 on a CPU with '
+                             'native bf16, else fp32)')
+    parser.add_argument('--no-channels-last', action='store_true',
+                        help='optimised path without channels_last')
+    parser.add_argument('--compile', action='store_true',
+                        help='optimised path with torch.compile (slow to start; falls back to '
+                             'eager on failure)')
+    parser.add_argument('--no-cuda-graphs', action='store_true',
+                        help='optimised path without CUDA graphs (CUDA only)')
+    parser.add_argument('--node-frames', type=int, default=None,
+                        help='frames for the node end-to-end latency (0 = skip)')
+    parser.add_argument('--refine-frames', type=int, default=None,
+                        help='inference frames while refining (0 = skip the refinement row)')
+    parser.add_argument('--refine-iterations', type=int, default=None,
+                        help='Adam steps per refinement window (default 20 on CUDA, 2 on CPU)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: torch default)')
+    parser.add_argument('--json', default=None, metavar='FILE',
+                        help='also write every number to FILE (JSON, atomically)')
+
+
+def run(args, node_latency=None):
+    """Run the benchmark; print the table; write ``--json``. Returns 0.
+
+    ``node_latency``: the node measurement of the ROS tools layer (None: the node row is
+    skipped); see :func:`fmdepth_ros.runtime.benchmark.bench_node`.
+    """
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CliError('--threads must be >= 1')
+        torch.set_num_threads(args.threads)
+    try:
+        device, warning = select_device(args.device)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if warning:
+        print(f'warning: {warning}')
+    defaults = benchmark.DEFAULTS['cuda' if device.startswith('cuda') else 'cpu']
+    value = {k: (getattr(args, k) if getattr(args, k) is not None else v)
+             for k, v in defaults.items()}
+    for key in ('frames', 'warmup', 'node_frames', 'refine_frames', 'refine_iterations'):
+        if value[key] < (1 if key in ('frames', 'refine_iterations') else 0):
+            raise CliError(f'--{key.replace("_", "-")} must be >= '
+                           f'{1 if key in ("frames", "refine_iterations") else 0}')
+    if args.json:
+        parent = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(parent):
+            raise CliError(f'--json: directory {parent} does not exist')
+    sizes = benchmark.parse_sizes(value['sizes'])
+    encoders = benchmark.parse_encoders(value['encoders'])
+    opts = benchmark.optimised_options(device, args)
+    result = {'device': device, 'device_name': benchmark.describe_device(device),
+              'torch': torch.__version__, 'frames': value['frames'], 'warmup': value['warmup'],
+              'decoder': args.decoder,
+              'optimised_path': benchmark.describe_options(opts), 'optimised_options': opts,
+              'load_average_start': benchmark.load_average(), 'models': []}
+    frames_by_size = {}
+    for width, height in sizes:
+        frames_by_size[(width, height)] = benchmark.sample_frames(width, height)
+        for encoder in encoders:
+            print(f'... {width}x{height} ResNet-{encoder}', flush=True)
+            result['models'].append(benchmark.bench_model(
+                width, height, encoder, device, opts, value['frames'], value['warmup'],
+                frames_by_size[(width, height)][0], args.decoder))
+    (width, height), encoder = sizes[0], encoders[0]
+    images, K = frames_by_size[(width, height)]
+    result['node'] = None
+    if value['node_frames'] > 0:
+        print(f'... node end-to-end {width}x{height} ResNet-{encoder}', flush=True)
+        result['node'] = benchmark.bench_node(
+            width, height, encoder, device, opts, value['node_frames'],
+            min(value['warmup'], 10), images, K, args.decoder, node_latency)
+    result['refinement'] = None
+    if value['refine_frames'] > 0:
+        print(f'... online refinement {width}x{height} ResNet-{encoder}', flush=True)
+        result['refinement'] = benchmark.bench_refinement(
+            width, height, encoder, device, opts, value['refine_frames'], value['warmup'],
+            images, K, value['refine_iterations'], args.decoder)
+    result['load_average_end'] = benchmark.load_average()
+    print(benchmark.format_table(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f'wrote {args.json}')
+    return 0

@@ -1,0 +1,117 @@
+"""``fmdepth evaluate --data``: Eigen depth metrics and ATE (:mod:`fmdepth_ros.evaluation`).
+
+The ROS tools layer registers ``evaluate`` (:mod:`fmdepth_ros.ros.tools.evaluate`): it adds
+``--bag`` (the node run on a bag) and hands ``--data`` to :func:`run` here.
+"""
+
+import os
+import sys
+import time
+
+from fmdepth_ros import evaluation
+from fmdepth_ros.atomic_io import write_json_atomic
+from fmdepth_ros.data import is_bag
+from fmdepth_ros.errors import CliError
+
+HELP = 'KITTI Eigen depth metrics and odometry ATE'
+
+
+def configure_parser(parser):
+    """Add the ``fmdepth evaluate`` arguments."""
+    add_data_argument(parser, required=True)
+    add_common_arguments(parser)
+
+
+def add_data_argument(container, required):
+    """Add ``--data`` to a parser or a (mutually exclusive) argument group."""
+    container.add_argument('--data', required=required,
+                           help='KITTI raw root, synthetic sequence or folder of frames')
+
+
+def add_common_arguments(parser):
+    """Add every ``fmdepth evaluate`` argument but ``--data`` (and the ROS layer's ``--bag``)."""
+    parser.add_argument('--checkpoint', required=True, help='checkpoint file (fmdepth format)')
+    parser.add_argument('--split', default=None,
+                        help='split file (KITTI "folder frame side" lines, e.g. the Eigen '
+                             'test list; for folders: frame names)')
+    parser.add_argument('--gt-depths', default=None,
+                        help='KITTI gt_depths.npz aligned with --split (default: the one '
+                             'beside the split file, else velodyne projection)')
+    parser.add_argument('--refine-steps', type=int, default=0,
+                        help='online refinement iterations per test sample (paper: 20)')
+    parser.add_argument('--json', default=None, help='write the results to this JSON file')
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    parser.add_argument('--scaling', choices=('median', 'fixed'), default='median',
+                        help='median: per-image median scaling (monocular, default); fixed: '
+                             'multiply by --scale (stereo-trained models)')
+    parser.add_argument('--scale', type=float, default=1.0,
+                        help='fixed depth scale for --scaling fixed (FeatDepth MS: 36)')
+    parser.add_argument('--max-samples', type=int, default=None,
+                        help='evaluate only the first N depth samples')
+    parser.add_argument('--intrinsics', type=float, nargs=4, default=None,
+                        metavar=('FX', 'FY', 'CX', 'CY'),
+                        help='intrinsics of a folder of frames without calibration file')
+    parser.add_argument('--no-odometry', action='store_true', help='skip the ATE evaluation')
+
+
+def _resolve_device(requested):
+    from fmdepth_ros.runtime.inference import select_device
+
+    try:
+        device, warning = select_device(requested)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if warning:
+        print(f'fmdepth evaluate: warning: {warning}', file=sys.stderr)
+    return device
+
+
+def _load_model(path, device):
+    from fmdepth_ros.checkpoint import CheckpointError, load_checkpoint
+
+    if not os.path.isfile(path):
+        raise CliError(f'--checkpoint: no such file: {path}')
+    try:
+        return load_checkpoint(path, map_location=device)
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from None
+
+
+def run(args):
+    """Evaluate a checkpoint on ``--data``; print the table, optionally write JSON; exit code."""
+    if args.refine_steps < 0:
+        raise CliError(f'--refine-steps must be >= 0, got {args.refine_steps}')
+    if args.max_samples is not None and args.max_samples < 1:
+        raise CliError(f'--max-samples must be >= 1, got {args.max_samples}')
+    if not os.path.isfile(args.checkpoint):
+        raise CliError(f'--checkpoint: no such file: {args.checkpoint}')
+    if os.path.exists(args.data) and is_bag(args.data):
+        raise CliError(f'--data {args.data} is a bag: bags are evaluated by running the node '
+                       '(fmdepth evaluate --bag, with ROS 2 installed)')
+    if not os.path.exists(args.data):
+        raise CliError(f'--data: no such file or directory: {args.data}')
+    for flag, path in (('--split', args.split), ('--gt-depths', args.gt_depths)):
+        if path is not None and not os.path.isfile(path):
+            raise CliError(f'{flag}: no such file: {path}')
+    device = _resolve_device(args.device)
+    model, cfg, info = _load_model(args.checkpoint, device)
+    start = time.perf_counter()
+    try:
+        results = evaluation.evaluate_data(
+            model, cfg, args.data, split_file=args.split, gt_path=args.gt_depths,
+            refine_steps=args.refine_steps, device=device,
+            median_scaling=args.scaling == 'median', scale=args.scale,
+            max_samples=args.max_samples, intrinsics=args.intrinsics,
+            odometry=not args.no_odometry, progress=sys.stderr.isatty())
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
+    results.update(checkpoint=os.path.abspath(args.checkpoint), step=info.get('step', 0),
+                   data=os.path.abspath(args.data), split=args.split,
+                   refine_steps=args.refine_steps, device=str(device),
+                   scaling=args.scaling if args.scaling == 'median' else f'fixed x{args.scale}',
+                   seconds=round(time.perf_counter() - start, 3))
+    print(evaluation.format_table(results))
+    if args.json:
+        write_json_atomic(args.json, results)
+        print(f'wrote {args.json}')
+    return 0

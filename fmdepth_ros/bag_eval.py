@@ -24,6 +24,7 @@ from fmdepth_ros.atomic_io import write_json_atomic
 from fmdepth_ros.data import bag as bagio
 from fmdepth_ros.data.kitti_calib import project_points
 from fmdepth_ros.errors import BagError
+from fmdepth_ros.messages import image_to_depth
 import numpy as np
 
 DEPTH_TOPIC = '/fmdepth/depth/image'
@@ -52,17 +53,6 @@ class _NearestStream:
         return min(near, key=lambda b: abs(b[0] - stamp)) if near else None
 
 
-def decode_depth(msg) -> np.ndarray:
-    """sensor_msgs/Image 32FC1 (metres) -> [H, W] float32."""
-    if msg.encoding != '32FC1':
-        raise BagError(f'expected a 32FC1 depth image, got {msg.encoding!r}')
-    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
-                         dtype=np.uint8)
-    rows = data[:msg.step * msg.height].reshape(msg.height, msg.step)[:, :msg.width * 4]
-    return rows.copy().view('>f4' if msg.is_bigendian else '<f4').reshape(
-        msg.height, msg.width).astype(np.float32)
-
-
 def _depth_messages(path) -> Iterator[Tuple[int, str, np.ndarray]]:
     with bagio.open_bag(path) as reader:
         conns = [c for c in reader.connections if c.topic == DEPTH_TOPIC]
@@ -70,7 +60,7 @@ def _depth_messages(path) -> Iterator[Tuple[int, str, np.ndarray]]:
             raise BagError(f'no {DEPTH_TOPIC} in {path}: not an fmdepth record output')
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
-            yield bagio.stamp_to_ns(msg.header.stamp), msg.header.frame_id, decode_depth(msg)
+            yield bagio.stamp_to_ns(msg.header.stamp), msg.header.frame_id, image_to_depth(msg)
 
 
 def _has_topic(path, topic) -> bool:
@@ -98,7 +88,7 @@ def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80
             skipped += 1
             continue
         cloud_frame, points = hit[1]
-        T_cam_cloud = bagio.lookup_static(transforms, frame_id, cloud_frame)
+        T_cam_cloud = transforms.lookup(frame_id, cloud_frame)
         if T_cam_cloud is None:
             raise BagError(f'{bag}: /tf_static does not connect {cloud_frame!r} to the depth '
                            f'frame {frame_id!r}')
@@ -131,8 +121,7 @@ def evaluate_odometry(bag, predictions, tolerance_ns) -> Optional[Dict]:
         raise BagError(f'{predictions}: fewer than 2 odometry messages')
     gt_poses = gt.poses
     if pred.child_frame_id and gt.child_frame_id and pred.child_frame_id != gt.child_frame_id:
-        T = bagio.lookup_static(bagio.read_static_transforms(bag), gt.child_frame_id,
-                                pred.child_frame_id)
+        T = bagio.read_static_transforms(bag).lookup(gt.child_frame_id, pred.child_frame_id)
         if T is not None:
             gt_poses = gt_poses @ T
     matched_gt, matched_pred = [], []

@@ -13,13 +13,19 @@ every child process (``fmdepth ...``, ``ros2 launch ...``) that tests start:
 * ``OMP_NUM_THREADS`` / ``torch.set_num_threads(2)``: CI has 2 cores.
 
 Markers: ``linter`` (style checks), ``slow`` (more than ~10 s), ``ros`` (needs rclpy / a ROS
-graph). Deselect with e.g. ``-m 'not slow'``.
+graph). Deselect with e.g. ``-m 'not slow'``. Every test of a module that imports ROS at module
+level (rclpy, ``*_msgs``, ``fmdepth_ros.ros``, ``node_helpers``), and every test using the
+``ros_context`` fixture, is marked ``ros`` here; without rclpy those modules are not collected,
+so ``-m 'not ros'`` runs where ROS 2 is not installed.
 
 Fixture ``ros_context``: an initialised, private ``rclpy`` context for in-process tests.
 """
 
+import ast
+import functools
 import os
 import random
+import re
 import sys
 
 import pytest
@@ -50,6 +56,55 @@ def pytest_configure(config):
         config.addinivalue_line('markers', f'{name}: the {name} linter test')
     config.addinivalue_line('markers', 'slow: takes more than about 10 s on 2 CPU cores')
     config.addinivalue_line('markers', 'ros: needs rclpy and a ROS 2 graph')
+
+
+# Top-level modules that mean "this test module needs ROS" (test/node_helpers.py imports rclpy).
+_ROS_MODULE = re.compile(r'^(rclpy|launch|launch_ros|launch_testing|ament_index_python|'
+                         r'tf2\w*|\w+_msgs|\w+_srvs|\w+_interfaces|node_helpers)$')
+
+
+@functools.lru_cache(maxsize=None)
+def imports_ros(path):
+    """Return whether the test file ``path`` imports a ROS module at module level."""
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read(), filename=path)
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        for name in names:
+            if _ROS_MODULE.match(name.split('.')[0]) or name.startswith('fmdepth_ros.ros'):
+                return True
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def rclpy_importable():
+    """Return whether rclpy imports (False where ROS 2 is not installed)."""
+    try:
+        import rclpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Skip collecting ROS test modules when rclpy is not installed."""
+    path = str(collection_path)
+    if path.endswith('.py') and os.path.basename(path).startswith('test_') \
+            and not rclpy_importable():
+        return imports_ros(path) or None
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``ros`` every test of a ROS-importing module and every test using ros_context."""
+    for item in items:
+        path = str(item.fspath)
+        if imports_ros(path) or 'ros_context' in getattr(item, 'fixturenames', ()):
+            item.add_marker(pytest.mark.ros)
 
 
 def pytest_report_header(config):

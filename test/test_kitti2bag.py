@@ -85,13 +85,13 @@ def test_bag_topics_and_contents(mcap_bag, seq):
         assert frame.frame_id == 'camera_optical'
 
     tf = bagio.read_static_transforms(mcap_bag)
-    T_base_cam = bagio.lookup_static(tf, 'base_link', 'camera_optical')
+    T_base_cam = tf.lookup('base_link', 'camera_optical')
     odom = bagio.read_odometry(mcap_bag, '/ground_truth/odom')
     assert (odom.frame_id, odom.child_frame_id) == ('world', 'base_link')
     cam_poses = np.linalg.inv(T_base_cam) @ odom.poses @ T_base_cam
     np.testing.assert_allclose(cam_poses, np.linalg.inv(seq.poses[0]) @ seq.poses, atol=1e-6)
 
-    T_cam_velo = bagio.lookup_static(tf, 'camera_optical', 'velodyne')
+    T_cam_velo = tf.lookup('camera_optical', 'velodyne')
     for k, (stamp, frame_id, points) in enumerate(
             bagio.read_point_clouds(mcap_bag, '/velodyne_points')):
         assert frame_id == 'velodyne' and stamp == int(seq.stamps_ns[k])

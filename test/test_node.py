@@ -1,4 +1,4 @@
-"""The fmdepth node end to end with real rclpy in one process (issue 6).
+"""The fmdepth node end to end with real rclpy in one process: outputs, headers, TF, refinement.
 
 A probe node publishes synthetic frames + camera_info (``render_sequence``, 64x192) and
 receives depth, camera_info, odometry, TF and diagnostics. The trajectory assertion needs a
@@ -15,9 +15,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from fmdepth_ros.checkpoint import build_model, save_checkpoint
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.data.synth import render_sequence
+from fmdepth_ros.messages import StaticTransformTree
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros.params import DEFAULT_BASE_TO_CAMERA
-from fmdepth_ros.ros.tf_publisher import OdometryChain, StaticTfCache
+from fmdepth_ros.ros.tf_publisher import OdometryChain
 from nav_msgs.msg import Odometry
 from node_helpers import (abs_rel, executor_for, frame_messages, make_node,  # noqa: F401
                           one_torch_thread, ros_graph, spin_until)
@@ -131,6 +132,7 @@ def base_positions(odoms):
                      for o in odoms])
 
 
+@pytest.mark.slow   # pretrains PoseNet for its checkpoint (~20 s on 2 cores)
 def test_outputs_match_input_headers_and_trajectory_follows_ground_truth(checkpoint, seq):
     """Depth/camera_info carry the input header and size; odom/TF follow the GT direction."""
     with ros_graph() as context:
@@ -276,14 +278,14 @@ def test_compressed_input(seq):
 def test_static_tf_chain_moves_base_with_the_camera():
     """base_link -> camera from /tf_static (two hops) turns camera motion into base motion."""
     from geometry_msgs.msg import TransformStamped
-    cache = StaticTfCache()
+    cache = StaticTransformTree()
     msgs = []
     for parent, child, xyz, rpy in [('base_link', 'mast', [0.5, 0, 1.0], [0, 0, 0]),
                                     ('mast', 'cam_optical', [0, 0, 0],
                                      DEFAULT_BASE_TO_CAMERA[3:])]:
         msgs.append(conv.make_transform(conv.xyz_rpy_to_matrix(xyz, rpy),
                                         TransformStamped().header.stamp, parent, child))
-    cache.add(TFMessage(transforms=msgs))
+    cache.add_message(TFMessage(transforms=msgs))
     T_base_cam = cache.lookup('base_link', 'cam_optical')
     np.testing.assert_allclose(T_base_cam[:3, 3], [0.5, 0, 1.0], atol=1e-12)
     np.testing.assert_allclose(np.linalg.inv(cache.lookup('cam_optical', 'base_link')),

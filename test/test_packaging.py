@@ -102,6 +102,7 @@ def test_depth_node_is_where_ros2_launch_looks():
         'the venv does not run this working tree (setup_env.sh installs it in editable mode)')
 
 
+@pytest.mark.ros
 def test_depth_node_entry_point_exists():
     """The ``depth_node`` console script's target is importable."""
     module = importlib.import_module('fmdepth_ros.ros.depth_node')

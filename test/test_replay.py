@@ -67,6 +67,16 @@ class Listener:
         with self.lock:
             self.clock.append(msg.clock.sec * 1_000_000_000 + msg.clock.nanosec)
 
+    def wait_for_publishers(self, topics, timeout=10.0):
+        """Wait until each subscription of ``topics`` is matched with a publisher."""
+        subscriptions = [s for s in self.node.subscriptions if s.topic_name in topics]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(s.get_publisher_count() > 0 for s in subscriptions):
+                return True
+            time.sleep(0.01)
+        return False
+
     def wait(self, count, timeout=5.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and len(self.images) < count:
@@ -91,12 +101,14 @@ def test_replay_preserves_stamps_order_timing_and_clock(ros_context, bag):
     node, player = _player(ros_context, path, rate=2.0, clock=True, clock_rate=50.0)
     try:
         assert player.wait_for_subscribers(['/camera/image_raw', '/clock'], 10.0)
-        time.sleep(0.3)
+        assert listener.wait_for_publishers(['/camera/image_raw', '/clock'])
         start = time.monotonic()
         counts = player.play()
         wall = time.monotonic() - start
         assert listener.wait(NUM_FRAMES)
-        time.sleep(0.1)
+        deadline = time.monotonic() + 5.0     # /clock runs alongside: wait for its samples
+        while len(listener.clock) < NUM_FRAMES and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         listener.close()
         node.destroy_node()

@@ -1,4 +1,4 @@
-"""Soak: many synthetic frames through the fmdepth node in-process (issue 9, item 3).
+"""Soak: many synthetic frames through the node in-process; memory and queues stay bounded.
 
 One :func:`ros.tools.soak.run_soak` run (real rclpy, real networks, online refinement on)
 is shared by the checks below: resident memory stays flat after the warm-up, every frame is

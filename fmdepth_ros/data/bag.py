@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import functools
 from pathlib import Path
 import struct
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
+from fmdepth_ros import messages
 from fmdepth_ros.errors import BagError
+from fmdepth_ros.messages import stamp_to_ns, StaticTransformTree
 import numpy as np
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
@@ -26,7 +28,6 @@ INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
 ODOM_TYPE = 'nav_msgs/msg/Odometry'
 TF_TYPE = 'tf2_msgs/msg/TFMessage'
 CLOUD_TYPE = 'sensor_msgs/msg/PointCloud2'
-_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
 
 
 @dataclass
@@ -44,11 +45,6 @@ class BagFrame:
     image: np.ndarray
     K: np.ndarray
     frame_id: str = ''
-
-
-def stamp_to_ns(stamp) -> int:
-    """builtin_interfaces/Time (sec, nanosec) -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def header_stamp_ns(raw: bytes) -> Optional[int]:
@@ -202,39 +198,22 @@ def choose_camera_topics(reader, image_topic=None, info_topic=None) -> Tuple[str
 def decode_image(msg, msgtype: str) -> np.ndarray:
     """Image (rgb8, bgr8, mono8, rgba8, bgra8) or CompressedImage message -> [H, W, 3] uint8 RGB.
 
-    Works on any object with the message's fields (rosbags or rclpy messages).
+    Works on any object with the message's fields (:mod:`fmdepth_ros.messages`); a message
+    that cannot be decoded raises ``BagError``.
     """
-    import cv2
-    if msgtype == COMPRESSED_TYPE:
-        image = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise BagError(f'cannot decode compressed image (format {msg.format!r})')
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    encoding = msg.encoding.lower()
-    if encoding not in _CHANNELS:
-        raise BagError(f'unsupported image encoding {msg.encoding!r} (supported: '
-                       f'{", ".join(_CHANNELS)})')
-    channels = _CHANNELS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
-                         dtype=np.uint8)
-    if step < width * channels or data.size < step * height:
-        raise BagError(f'image data too short: {data.size} bytes for {width}x{height} '
-                       f'{encoding} with step {step}')
-    image = data[:step * height].reshape(height, step)[:, :width * channels]
-    image = image.reshape(height, width, channels)
-    if encoding == 'mono8':
-        return np.repeat(image, 3, axis=2)
-    if encoding.startswith('bgr'):
-        image = image[:, :, 2::-1]
-    return np.ascontiguousarray(image[:, :, :3])
+    try:
+        if msgtype == COMPRESSED_TYPE:
+            return messages.compressed_to_rgb(msg)
+        return messages.image_to_rgb(msg)
+    except ValueError as exc:
+        raise BagError(str(exc)) from None
 
 
 def _info_K(msg) -> np.ndarray:
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise BagError('camera_info has a zero focal length (uncalibrated camera)')
-    return K
+    try:
+        return messages.camera_info_to_K(msg)
+    except ValueError as exc:
+        raise BagError(f'camera_info: {exc} (uncalibrated camera?)') from None
 
 
 def _read_infos(reader, info_topic) -> Tuple[List[int], List[np.ndarray]]:
@@ -285,14 +264,12 @@ def read_bag_frames(path, image_topic=None, info_topic=None) -> Iterator[BagFram
 
 # ----------------------------------------------------------------------------- ground truth
 
-def _quat_matrix(position, orientation) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-    T = np.eye(4)
-    q = [orientation.x, orientation.y, orientation.z, orientation.w]
-    if np.linalg.norm(q) > 0:
-        T[:3, :3] = Rotation.from_quat(q).as_matrix()
-    T[:3, 3] = [position.x, position.y, position.z]
-    return T
+def _pose_matrix(position, orientation) -> np.ndarray:
+    """[4, 4] of a position + quaternion; a zero / non-finite quaternion raises ``BagError``."""
+    try:
+        return messages.rigid_transform(position, orientation)
+    except ValueError as exc:
+        raise BagError(str(exc)) from None
 
 
 @dataclass
@@ -321,7 +298,7 @@ def read_odometry(path, topic) -> Trajectory:
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
             stamps.append(stamp_to_ns(msg.header.stamp))
-            poses.append(_quat_matrix(msg.pose.pose.position, msg.pose.pose.orientation))
+            poses.append(_pose_matrix(msg.pose.pose.position, msg.pose.pose.orientation))
             frames = frames or (msg.header.frame_id, msg.child_frame_id)
     order = np.argsort(stamps, kind='stable')
     return Trajectory(np.asarray(stamps, dtype=np.int64)[order],
@@ -329,39 +306,17 @@ def read_odometry(path, topic) -> Trajectory:
                       *(frames or ('', '')))
 
 
-def read_static_transforms(path, topic='/tf_static') -> Dict[Tuple[str, str], np.ndarray]:
-    """Read ``/tf_static``: {(parent, child): T_parent_child [4, 4]} (empty when absent)."""
-    transforms = {}
+def read_static_transforms(path, topic='/tf_static') -> StaticTransformTree:
+    """Read ``/tf_static`` into a static-TF tree (empty when absent).
+
+    ``tree.lookup(target, source)`` gives ``T_target_source`` [4, 4] or None.
+    """
+    tree = StaticTransformTree()
     with open_bag(path) as reader:
         conns = [c for c in reader.connections if c.topic == topic and c.msgtype == TF_TYPE]
         for conn, _, raw in reader.messages(connections=conns):
-            for tf in reader.deserialize(raw, conn.msgtype).transforms:
-                t = tf.transform
-                transforms[(tf.header.frame_id, tf.child_frame_id)] = _quat_matrix(
-                    t.translation, t.rotation)
-    return transforms
-
-
-def lookup_static(transforms, target: str, source: str) -> Optional[np.ndarray]:
-    """T_target_source [4, 4] through a static transform tree, or None when not connected."""
-    if target == source:
-        return np.eye(4)
-    edges: Dict[str, List[Tuple[str, np.ndarray]]] = {}
-    for (parent, child), T in transforms.items():
-        edges.setdefault(parent, []).append((child, T))            # T_parent_child
-        edges.setdefault(child, []).append((parent, np.linalg.inv(T)))
-    # Breadth-first search from target; T accumulates T_target_frame.
-    seen, queue = {target}, [(target, np.eye(4))]
-    while queue:
-        frame, T = queue.pop(0)
-        for other, T_frame_other in edges.get(frame, []):
-            if other in seen:
-                continue
-            if other == source:
-                return T @ T_frame_other
-            seen.add(other)
-            queue.append((other, T @ T_frame_other))
-    return None
+            tree.add_message(reader.deserialize(raw, conn.msgtype))
+    return tree
 
 
 def cloud_xyz(msg) -> np.ndarray:

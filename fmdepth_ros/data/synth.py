@@ -153,10 +153,6 @@ class _Corridor:
         self.boxes = np.array(boxes, dtype=np.float64).reshape(-1, 2, 3)
         self.box_surfaces = box_surfaces
 
-    def max_camera_x(self):
-        """Largest |x| of the free lane (inside every box) in metres."""
-        return self.half_width - 1.0
-
 
 def _shade(surface, a, b, normal_shade):
     """Colour [P, 3] float of points with surface coordinates (a, b) in metres."""

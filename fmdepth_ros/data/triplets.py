@@ -100,36 +100,6 @@ class FrameSource:
         return None
 
 
-class ImageListSource(FrameSource):
-    """A sequence given as an ordered list of image files plus one K and optional GT."""
-
-    def __init__(self, paths, K, name='images', depth_paths=None, poses=None):
-        """Store the file list; ``depth_paths`` entries are .npy (metres) or None."""
-        self.paths = list(paths)
-        self.K = np.asarray(K, dtype=np.float64).reshape(3, 3)
-        self.name = name
-        self.depth_paths = list(depth_paths) if depth_paths is not None else None
-        self.poses = poses
-
-    def __len__(self):
-        """Return the number of frames."""
-        return len(self.paths)
-
-    def image_path(self, i):
-        """Return the file of frame ``i``."""
-        return self.paths[i]
-
-    def has_depth(self, i):
-        """Return True when frame ``i`` has a depth file."""
-        return self.depth_paths is not None and self.depth_paths[i] is not None
-
-    def load_depth(self, i):
-        """Load the .npy depth of frame ``i`` (None when absent)."""
-        if not self.has_depth(i):
-            return None
-        return np.load(self.depth_paths[i]).astype(np.float32)
-
-
 def sequence_samples(source, frame_ids, require_neighbours=True, step=1):
     """Return ``(source, i)`` samples: every ``step``-th frame whose neighbours exist.
 

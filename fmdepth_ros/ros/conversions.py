@@ -1,71 +1,18 @@
-"""sensor_msgs / geometry_msgs / nav_msgs <-> numpy conversions (cv_bridge is not on PyPI).
+"""numpy -> rclpy messages: Image, 32FC1 depth, CameraInfo, TransformStamped, Odometry.
 
-Encoding semantics follow cv_bridge's ``imgmsg_to_cv2(msg, 'rgb8')``: 8-bit colour encodings are
-reordered to RGB, ``mono8`` is replicated to three channels, alpha is dropped, and ``step`` (row
-stride in bytes, possibly padded) is honoured. Everything is vectorised numpy (no pixel loops).
+Decoding messages to numpy (images, depth, intrinsics, stamps, transforms) is ROS-free and lives
+in :mod:`fmdepth_ros.messages`; its functions are re-exported here for the node's callers.
 Output depth images are REP-118 ``32FC1`` metres with NaN for invalid pixels.
 """
 
-import math
-
 import cv2
+from fmdepth_ros.messages import camera_info_to_K, compressed_to_rgb, IMAGE_ENCODINGS, \
+    image_to_depth, image_to_rgb, matrix_to_xyz_quat, stamp_to_ns, transform_to_matrix, \
+    xyz_rpy_to_matrix
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry
 import numpy as np
-from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
-
-# encoding -> (channels, index of R,G,B in a pixel); mono8 replicates its single channel.
-IMAGE_ENCODINGS = {
-    'rgb8': (3, (0, 1, 2)),
-    'bgr8': (3, (2, 1, 0)),
-    'rgba8': (4, (0, 1, 2)),
-    'bgra8': (4, (2, 1, 0)),
-    'mono8': (1, (0, 0, 0)),
-}
-
-
-def image_to_rgb(msg):
-    """sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) -> [H,W,3] uint8 RGB (a copy).
-
-    Raises:
-        ValueError: unsupported encoding, empty image, or width/height/step inconsistent with
-            the data length (one-line message naming the values).
-    """
-    encoding = msg.encoding.lower()
-    if encoding not in IMAGE_ENCODINGS:
-        raise ValueError(f'unsupported image encoding {msg.encoding!r} '
-                         f'(supported: {", ".join(IMAGE_ENCODINGS)})')
-    channels, order = IMAGE_ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ValueError(f'empty image ({width}x{height})')
-    if step < width * channels:
-        raise ValueError(f'step {step} is smaller than width {width} x {channels} bytes '
-                         f'for {encoding}')
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    # The last row may omit its padding, as cv_bridge accepts.
-    needed = step * (height - 1) + width * channels
-    if data.size < needed:
-        raise ValueError(f'image data has {data.size} bytes, {encoding} {width}x{height} '
-                         f'with step {step} needs {step * height}')
-    if data.size < step * height:
-        data = np.concatenate([data, np.zeros(step * height - data.size, np.uint8)])
-    rows = data[:step * height].reshape(height, step)[:, :width * channels]
-    pixels = rows.reshape(height, width, channels)
-    return np.ascontiguousarray(pixels[:, :, list(order)])
-
-
-def compressed_to_rgb(msg):
-    """sensor_msgs/CompressedImage (jpeg/png) -> [H,W,3] uint8 RGB; ValueError if undecodable."""
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
-        raise ValueError('empty compressed image')
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f'cannot decode compressed image (format {msg.format!r}, '
-                         f'{data.size} bytes)')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def rgb_to_image(rgb, header, encoding='rgb8'):
@@ -98,15 +45,6 @@ def depth_to_image(depth, header):
     return msg
 
 
-def image_to_depth(msg):
-    """32FC1 sensor_msgs/Image -> [H,W] float32 metres (inverse of :func:`depth_to_image`)."""
-    if msg.encoding != '32FC1':
-        raise ValueError(f'expected a 32FC1 depth image, got {msg.encoding!r}')
-    data = np.frombuffer(msg.data, dtype='>f4' if msg.is_bigendian else '<f4')
-    rows = data.reshape(msg.height, msg.step // 4)[:, :msg.width]
-    return rows.astype(np.float32)
-
-
 def colorize_depth(depth, min_depth=None, max_depth=None):
     """[H,W] depth -> [H,W,3] uint8 RGB colour map (inverse depth, turbo; NaN -> black).
 
@@ -127,15 +65,6 @@ def colorize_depth(depth, min_depth=None, max_depth=None):
     bgr = cv2.applyColorMap(grey, cv2.COLORMAP_TURBO)
     bgr[~finite] = 0
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def camera_info_to_K(msg):
-    """Return the [3,3] float64 K of a CameraInfo; ValueError unless fx, fy are finite and > 0."""
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    if not np.all(np.isfinite(K)) or fx <= 0 or fy <= 0:
-        raise ValueError(f'invalid camera_info intrinsics fx={fx} fy={fy} cx={cx} cy={cy}')
-    return K
 
 
 def scaled_camera_info(msg, width, height, header=None):
@@ -167,33 +96,6 @@ def camera_info_for(header, K, width, height):
     msg.r = np.eye(3).ravel().tolist()
     msg.p = np.hstack([K, np.zeros((3, 1))]).ravel().tolist()
     return msg
-
-
-def matrix_to_xyz_quat(T):
-    """[4,4] rigid transform -> (translation (x,y,z), quaternion (x,y,z,w)) as numpy arrays."""
-    T = np.asarray(T, dtype=np.float64)
-    return T[:3, 3].copy(), Rotation.from_matrix(T[:3, :3]).as_quat()
-
-
-def xyz_rpy_to_matrix(xyz, rpy):
-    """Convert xyz metres + roll, pitch, yaw radians (fixed axes x-y-z) -> [4,4]."""
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_euler('xyz', rpy).as_matrix()
-    T[:3, 3] = xyz
-    return T
-
-
-def transform_to_matrix(transform):
-    """geometry_msgs/Transform -> [4,4] float64."""
-    q = transform.rotation
-    t = transform.translation
-    quat = np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
-    if not np.all(np.isfinite(quat)) or np.linalg.norm(quat) < 1e-9:
-        raise ValueError('invalid rotation quaternion in transform')
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(quat).as_matrix()
-    T[:3, 3] = [t.x, t.y, t.z]
-    return T
 
 
 def _fill_pose(position, orientation, T):
@@ -247,20 +149,15 @@ def _covariance(cov):
     return cov.ravel().tolist()
 
 
-def stamp_to_ns(stamp):
-    """builtin_interfaces/Time -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def stamp_from_ns(ns):
     """Integer nanoseconds -> builtin_interfaces/Time."""
     from builtin_interfaces.msg import Time
     return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 
 
-def is_finite_number(value):
-    """Return True for a finite float/int."""
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
+__all__ = ['rgb_to_image', 'depth_to_image', 'colorize_depth', 'scaled_camera_info',
+           'camera_info_for', 'make_transform', 'make_odometry', 'stamp_from_ns',
+           # decoding, from fmdepth_ros.messages
+           'IMAGE_ENCODINGS', 'camera_info_to_K', 'compressed_to_rgb', 'image_to_depth',
+           'image_to_rgb', 'matrix_to_xyz_quat', 'stamp_to_ns', 'transform_to_matrix',
+           'xyz_rpy_to_matrix']

@@ -34,13 +34,13 @@ import time
 
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
+from fmdepth_ros.messages import StaticTransformTree
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros import params as node_params
 from fmdepth_ros.ros.diagnostics import build_diagnostics, NodeStats
 from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningThrottle
 from fmdepth_ros.ros.model_setup import inference_options, load_model, StartupError
-from fmdepth_ros.ros.tf_publisher import (OdometryChain, StaticTfCache, TF_STATIC_QOS,
-                                          TfBroadcaster)
+from fmdepth_ros.ros.tf_publisher import OdometryChain, TF_STATIC_QOS, TfBroadcaster
 from fmdepth_ros.runtime.scale import DepthScaler
 from fmdepth_ros.runtime.worker import BoundedWorker
 from nav_msgs.msg import Odometry
@@ -52,6 +52,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 try:
@@ -75,18 +76,19 @@ class DepthNode(Node):
         """Declare parameters, load the networks, create topics, start refinement."""
         super().__init__('fmdepth', **kwargs)
         node_params.declare_all(self)
-        self.p = {p.name: self.get_parameter(p.name).value for p in node_params.PARAMS}
-        reason = node_params.validate(self.p)
+        # {parameter name: current value}, updated by the parameter callback
+        self.params = {p.name: self.get_parameter(p.name).value for p in node_params.PARAMS}
+        reason = node_params.validate(self.params)
         if reason:
             raise StartupError(f'invalid parameters: {reason}')
-        self.warnings = WarningThrottle(self.get_logger(), self.p['warning_period'])
+        self.warnings = WarningThrottle(self.get_logger(), self.params['warning_period'])
         self.stats = NodeStats()
         self._setup_networks()
-        self.scaler = DepthScaler(self.p['scale_mode'], self.p['scale_factor'],
-                                  self.p['camera_height'])
-        self.window = FrameWindow(self.p['frame_ids'])
+        self.scaler = DepthScaler(self.params['scale_mode'], self.params['scale_factor'],
+                                  self.params['camera_height'])
+        self.window = FrameWindow(self.params['frame_ids'])
         self.infos = CameraInfoCache()
-        self.static_tf = StaticTfCache()
+        self.static_tf = StaticTransformTree()
         self.odometry = OdometryChain()
         self._pose_cov = np.zeros(6)
         self._last_stamp_ns = None
@@ -94,14 +96,14 @@ class DepthNode(Node):
         self._first_image_time = None
         self._frames_since_refine = 0
         self._skipping = False
-        # _guarded catches and reports every error of a frame: the worker needs no on_error
-        self.frames = BoundedWorker(self._process_queued, int(self.p['queue_size']),
+        # _convert_and_process catches and reports every error of a frame: no on_error needed
+        self.frames = BoundedWorker(self._process_queued, int(self.params['queue_size']),
                                     'fmdepth-inference')
         self._setup_topics()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self.frames.start()
-        if self.refiner is not None and self.p['refine']:
+        if self.params['refine']:
             self.refiner.start()
         opts = self.inference_options
         self.get_logger().info(
@@ -111,30 +113,30 @@ class DepthNode(Node):
             + (', CUDA graphs' if opts['cuda_graphs'] else '')
             + (', torch.compile' if opts['compile'] else '')
             + f', {self.cpu_threads} CPU thread{"s" if self.cpu_threads > 1 else ""}'
-            + f'), refinement {"on" if self.p["refine"] else "off"}, '
-            f'scale_mode {self.p["scale_mode"]}')
+            + f'), refinement {"on" if self.params["refine"] else "off"}, '
+            f'scale_mode {self.params["scale_mode"]}')
 
     # ----------------------------------------------------------------------------- set-up
     def _setup_networks(self):
         from fmdepth_ros.runtime.inference import (DepthPredictor, PoseEstimator,
                                                    select_device, set_cpu_threads)
-        self.cpu_threads = set_cpu_threads(self.p['cpu_threads'])
+        self.cpu_threads = set_cpu_threads(self.params['cpu_threads'])
         from fmdepth_ros.runtime.refinement import OnlineRefiner
-        model, self.cfg, warning = load_model(self.p['weights'], self.p['config_file'],
-                                              self.p['width'], self.p['height'])
+        model, self.cfg, warning = load_model(self.params['weights'], self.params['config_file'],
+                                              self.params['width'], self.params['height'])
         if warning:
             self.get_logger().warning(warning)
-        self.cfg.model.frame_ids = tuple(self.p['frame_ids'])
+        self.cfg.model.frame_ids = tuple(self.params['frame_ids'])
         try:
-            self.device, device_warning = select_device(self.p['device'])
+            self.device, device_warning = select_device(self.params['device'])
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         if device_warning:
             self.get_logger().warning(device_warning)
-        self.cfg.refine.queue_size = int(self.p['refine_queue_size'])
+        self.cfg.refine.queue_size = int(self.params['refine_queue_size'])
         self.inference_options = inference_options(
-            self.device, self.p['precision'], self.p['channels_last'], self.p['cuda_graphs'],
-            self.p['compile'])
+            self.device, self.params['precision'], self.params['channels_last'],
+            self.params['cuda_graphs'], self.params['compile'])
         self.predictor = DepthPredictor(model.depth_net, self.cfg, device=self.device,
                                         **self.inference_options)
         self._notes_logged = self._log_predictor_notes(0)
@@ -145,20 +147,24 @@ class DepthNode(Node):
         self.refiner = OnlineRefiner(model, self.cfg, device=self.device,
                                      on_weights=self._swap_weights,
                                      logger=_LoggingAdapter(self.get_logger()))
-        self.refiner.configure(**{key: self.p[name] for name, key in RUNTIME_REFINE.items()})
+        self.refiner.configure(**self._refine_settings())
+
+    def _refine_settings(self):
+        """Return the OnlineRefiner settings from the node's refine_* parameters."""
+        return {key: self.params[name] for name, key in RUNTIME_REFINE.items()}
 
     def _setup_topics(self):
         self.image_group = MutuallyExclusiveCallbackGroup()
         self.aux_group = MutuallyExclusiveCallbackGroup()
         in_qos = QoSProfile(**{'history': HistoryPolicy.KEEP_LAST,
-                               'depth': int(self.p['queue_size']),
+                               'depth': int(self.params['queue_size']),
                                'reliability': qos_profile_sensor_data.reliability,
                                'durability': qos_profile_sensor_data.durability})
-        reliability = (ReliabilityPolicy.RELIABLE if self.p['output_reliability'] == 'reliable'
-                       else ReliabilityPolicy.BEST_EFFORT)
-        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self.p['output_depth']),
-                             reliability=reliability)
-        if self.p['use_compressed']:
+        reliable = self.params['output_reliability'] == 'reliable'
+        reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST,
+                             depth=int(self.params['output_depth']), reliability=reliability)
+        if self.params['use_compressed']:
             self.create_subscription(CompressedImage, 'image/compressed',
                                      self._queue_compressed, in_qos,
                                      callback_group=self.image_group)
@@ -168,7 +174,8 @@ class DepthNode(Node):
         self.create_subscription(CameraInfo, 'camera_info', self.camera_info_callback, in_qos,
                                  callback_group=self.aux_group)
         if TFMessage is not None:
-            self.create_subscription(TFMessage, '/tf_static', self.static_tf.add, TF_STATIC_QOS,
+            self.create_subscription(TFMessage, '/tf_static', self.static_tf.add_message,
+                                     TF_STATIC_QOS,
                                      callback_group=self.aux_group)
         self.depth_pub = self.create_publisher(Image, 'depth/image', out_qos)
         self.info_pub = self.create_publisher(CameraInfo, 'depth/camera_info', out_qos)
@@ -176,13 +183,13 @@ class DepthNode(Node):
         self.odom_pub = self.create_publisher(Odometry, 'odom', out_qos)
         self.tf = TfBroadcaster(self)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(float(self.p['diagnostics_period']), self.publish_diagnostics,
+        self.create_timer(float(self.params['diagnostics_period']), self.publish_diagnostics,
                           callback_group=self.aux_group)
 
     # ------------------------------------------------------------------------- parameters
     def _on_set_parameters(self, parameters):
         """Validate a parameter change (ranges are already checked by the descriptors)."""
-        merged = dict(self.p)
+        merged = dict(self.params)
         for param in parameters:
             spec = node_params.BY_NAME.get(param.name)
             if spec is not None and spec.read_only:
@@ -195,17 +202,18 @@ class DepthNode(Node):
     def _after_set_parameters(self, parameters):
         """Apply accepted changes (next frame uses them)."""
         for param in parameters:
-            self.p[param.name] = param.value
+            self.params[param.name] = param.value
         names = {param.name for param in parameters}
         if names & set(RUNTIME_SCALE):
-            self.scaler.configure(mode=self.p['scale_mode'], factor=self.p['scale_factor'],
-                                  camera_height=self.p['camera_height'])
+            self.scaler.configure(mode=self.params['scale_mode'],
+                                  factor=self.params['scale_factor'],
+                                  camera_height=self.params['camera_height'])
         if names & set(RUNTIME_REFINE):
-            self.refiner.configure(**{key: self.p[name] for name, key in RUNTIME_REFINE.items()})
-            if self.p['refine']:
+            self.refiner.configure(**self._refine_settings())
+            if self.params['refine']:
                 self.refiner.start()
         if 'warning_period' in names:
-            self.warnings.period = float(self.p['warning_period'])
+            self.warnings.period = float(self.params['warning_period'])
         if names & {'base_to_camera', 'base_frame', 'use_tf_static'}:
             self.odometry.reset()
 
@@ -235,11 +243,11 @@ class DepthNode(Node):
             self.stats.dropped += 1
             self.warnings.warn('frames_dropped', f'inference is slower than the image rate: '
                                f'dropped the oldest queued frame (queue_size '
-                               f'{self.p["queue_size"]})')
+                               f'{self.params["queue_size"]})')
 
     def _process_queued(self, item):
         msg, convert, received = item
-        self._guarded(msg, convert, received)
+        self._convert_and_process(msg, convert, received)
 
     def image_callback(self, msg):
         """Convert and process one sensor_msgs/Image now, on the calling thread; never raises.
@@ -247,14 +255,9 @@ class DepthNode(Node):
         The subscription queues images for the inference thread instead.
         """
         self.stats.received += 1
-        self._guarded(msg, conv.image_to_rgb)
+        self._convert_and_process(msg, conv.image_to_rgb)
 
-    def compressed_callback(self, msg):
-        """Convert and process one sensor_msgs/CompressedImage now; never raises."""
-        self.stats.received += 1
-        self._guarded(msg, conv.compressed_to_rgb)
-
-    def _guarded(self, msg, convert, received=None):
+    def _convert_and_process(self, msg, convert, received=None):
         try:
             rgb = convert(msg)
         except ValueError as exc:
@@ -291,9 +294,9 @@ class DepthNode(Node):
                 self.window.reset()
                 self.odometry.reset()
                 self._pose_cov[:] = 0
-            elif delta > self.p['max_frame_gap']:
+            elif delta > self.params['max_frame_gap']:
                 self.warnings.warn('stamp_jump', f'image stamp jumped forward by {delta:.3f} s '
-                                   f'(> max_frame_gap {self.p["max_frame_gap"]} s, dropped '
+                                   f'(> max_frame_gap {self.params["max_frame_gap"]} s, dropped '
                                    'frames?): window reset')
                 self.window.reset()
         self._last_stamp_ns = stamp_ns
@@ -301,10 +304,10 @@ class DepthNode(Node):
 
     def _has_subscribers(self):
         pubs = [self.depth_pub, self.info_pub, self.odom_pub]
-        if self.p['publish_colored']:
+        if self.params['publish_colored']:
             pubs.append(self.colored_pub)
         count = sum(p.get_subscription_count() for p in pubs)
-        if self.p['publish_tf']:
+        if self.params['publish_tf']:
             count += self.tf.subscription_count()
         return count > 0
 
@@ -316,15 +319,15 @@ class DepthNode(Node):
         its camera_info; only once no camera_info at all has come for ``camera_info_timeout``
         seconds do frames stop waiting (a camera without camera_info is not slowed down).
         """
-        wait = self.p['camera_info_wait']
+        wait = self.params['camera_info_wait']
         if (self.infos.latest is None and time.monotonic() - self._first_image_time
-                > self.p['camera_info_timeout']):
+                > self.params['camera_info_timeout']):
             wait = 0.0
         match = self.infos.match(stamp_ns, wait=wait)
         waited = min(self.infos.age(), time.monotonic() - self._first_image_time)
-        if waited > self.p['camera_info_timeout']:
+        if waited > self.params['camera_info_timeout']:
             self.warnings.warn('no_camera_info', f'no valid camera_info for more than '
-                               f'{self.p["camera_info_timeout"]:.1f} s'
+                               f'{self.params["camera_info_timeout"]:.1f} s'
                                + ('' if match else ': publishing depth without '
                                   'depth/camera_info, refinement paused'))
         if match is None:
@@ -347,7 +350,7 @@ class DepthNode(Node):
         height, width = rgb.shape[:2]
         if not self._check_stream(stamp_ns, (height, width)):
             return
-        if self.p['skip_without_subscribers'] and not self._has_subscribers():
+        if self.params['skip_without_subscribers'] and not self._has_subscribers():
             if not self._skipping:
                 self.get_logger().info('no subscribers: inference paused')
             self._skipping = True
@@ -414,7 +417,7 @@ class DepthNode(Node):
             depth, _ = self.scaler.apply(depth, K)
         else:
             depth = depth * np.float32(self.scaler.scale)
-        invalid = ~((depth >= self.p['min_depth']) & (depth <= self.p['max_depth']))
+        invalid = ~((depth >= self.params['min_depth']) & (depth <= self.params['max_depth']))
         depth[invalid] = np.nan
         self.depth_pub.publish(conv.depth_to_image(depth, header))
         if info is not None:
@@ -423,17 +426,18 @@ class DepthNode(Node):
             else:
                 out_info = conv.scaled_camera_info(info, info.width, info.height, header)
             self.info_pub.publish(out_info)
-        if self.p['publish_colored'] and self.colored_pub.get_subscription_count() > 0:
-            colours = conv.colorize_depth(depth, self.p['min_depth'], self.p['max_depth'])
+        if self.params['publish_colored'] and self.colored_pub.get_subscription_count() > 0:
+            colours = conv.colorize_depth(depth, self.params['min_depth'],
+                                          self.params['max_depth'])
             self.colored_pub.publish(conv.rgb_to_image(colours, header))
         return depth
 
     def _base_to_camera(self, camera_frame):
-        if self.p['use_tf_static']:
-            T = self.static_tf.lookup(self.p['base_frame'], camera_frame)
+        if self.params['use_tf_static']:
+            T = self.static_tf.lookup(self.params['base_frame'], camera_frame)
             if T is not None:
                 return T
-        values = self.p['base_to_camera']
+        values = self.params['base_to_camera']
         return conv.xyz_rpy_to_matrix(values[:3], values[3:])
 
     def _publish_motion(self, header):
@@ -441,34 +445,34 @@ class DepthNode(Node):
         if previous is None:
             return
         T_prev_cur = self._estimate_pose(previous[1], self.window.frames[-1][1])
-        camera_frame = self.p['camera_frame'] or header.frame_id
+        camera_frame = self.params['camera_frame'] or header.frame_id
         self.odometry.T_base_cam = self._base_to_camera(camera_frame)
         scale = self.scaler.scale
         T_odom_base = self.odometry.step(T_prev_cur, scale)
-        self._pose_cov += np.array([self.p['translation_variance']] * 3
-                                   + [self.p['rotation_variance']] * 3)
+        self._pose_cov += np.array([self.params['translation_variance']] * 3
+                                   + [self.params['rotation_variance']] * 3)
         dt = (self.window.frames[-1][0] - previous[0]) * 1e-9
         motion = self.odometry.base_motion(T_prev_cur, scale)
         twist = None
         if dt > 0:
-            rotvec = conv.Rotation.from_matrix(motion[:3, :3]).as_rotvec()
+            rotvec = Rotation.from_matrix(motion[:3, :3]).as_rotvec()
             twist = np.concatenate([motion[:3, 3], rotvec]) / dt
-        if self.p['publish_odom']:
+        if self.params['publish_odom']:
             self.odom_pub.publish(conv.make_odometry(
-                T_odom_base, header.stamp, self.p['odom_frame'], self.p['base_frame'],
+                T_odom_base, header.stamp, self.params['odom_frame'], self.params['base_frame'],
                 pose_cov=self._pose_cov, twist=twist,
-                twist_cov=[self.p['translation_variance'] / max(dt, 1e-3) ** 2] * 3
-                + [self.p['rotation_variance'] / max(dt, 1e-3) ** 2] * 3))
-        if self.p['publish_tf']:
-            self.tf.send([conv.make_transform(T_odom_base, header.stamp, self.p['odom_frame'],
-                                              self.p['base_frame'])])
+                twist_cov=[self.params['translation_variance'] / max(dt, 1e-3) ** 2] * 3
+                + [self.params['rotation_variance'] / max(dt, 1e-3) ** 2] * 3))
+        if self.params['publish_tf']:
+            self.tf.send([conv.make_transform(T_odom_base, header.stamp, self.params['odom_frame'],
+                                              self.params['base_frame'])])
         self.stats.poses += 1
 
     def _maybe_refine(self):
-        if not self.p['refine']:
+        if not self.params['refine']:
             return
         self._frames_since_refine += 1
-        if self._frames_since_refine < self.p['refine_every']:
+        if self._frames_since_refine < self.params['refine_every']:
             return
         window = self.window.batch_window()
         if window is None:
@@ -486,9 +490,10 @@ class DepthNode(Node):
     # ------------------------------------------------------------------------ diagnostics
     def publish_diagnostics(self):
         """Publish a DiagnosticArray (rate, latency, device, refinement, input problems)."""
-        refine = self.refiner.stats() if self.refiner is not None else {}
+        refine = self.refiner.stats()
         msg = build_diagnostics(self.get_name(), self.get_clock().now().to_msg(), self.stats,
-                                self.device, refine, self.p['refine'], dict(self.warnings.counts),
+                                self.device, refine, self.params['refine'],
+                                dict(self.warnings.counts),
                                 self.infos.age(), self._skipping, self.scaler.scale,
                                 self._inference_state())
         self.diag_pub.publish(msg)

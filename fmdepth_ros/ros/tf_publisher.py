@@ -3,13 +3,12 @@
 * :class:`OdometryChain` integrates camera motions ``T_earlier_later`` (optical frames) into
   ``T_odom_base``: the odom frame is the base_link pose at the first frame (or after a reset),
   and ``T_odom_base = T_base_cam @ T_cam0_camt @ inv(T_base_cam)``.
-* :class:`StaticTfCache` listens to ``/tf_static`` (tf2_ros is not on PyPI, so the static tree
-  is kept here) and looks up ``T_base_camera``.
+* The ``/tf_static`` tree (tf2_ros is not on PyPI) is
+  :class:`fmdepth_ros.messages.StaticTransformTree`.
 * :class:`TfBroadcaster` sends TransformStamped through tf2_ros when importable, else as
   ``tf2_msgs/TFMessage`` on ``/tf``; without tf2_msgs it logs once and sends nothing.
 """
 
-from fmdepth_ros.ros.conversions import transform_to_matrix
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -66,46 +65,6 @@ class OdometryChain:
         motion = np.array(T_earlier_later, dtype=np.float64)
         motion[:3, 3] *= scale
         return self.T_base_cam @ motion @ np.linalg.inv(self.T_base_cam)
-
-
-class StaticTfCache:
-    """The /tf_static tree (child -> (parent, T_parent_child)) and chain look-ups."""
-
-    def __init__(self):
-        """Start empty."""
-        self.edges = {}
-
-    def add(self, msg):
-        """Store every transform of a TFMessage; invalid ones are skipped."""
-        for tf in msg.transforms:
-            try:
-                T = transform_to_matrix(tf.transform)
-            except ValueError:
-                continue
-            self.edges[tf.child_frame_id.lstrip('/')] = (tf.header.frame_id.lstrip('/'), T)
-
-    def lookup(self, parent, child):
-        """``T_parent_child`` [4,4] chained through static edges, or None when not connected."""
-        parent, child = parent.lstrip('/'), child.lstrip('/')
-        up = {child: np.eye(4)}         # frame -> T_frame_child, walking up from child
-        frame, T = child, np.eye(4)
-        while frame in self.edges and len(up) < 64:
-            frame_parent, T_edge = self.edges[frame]
-            T = T_edge @ T
-            frame = frame_parent
-            up[frame] = T
-        if parent in up:
-            return up[parent]
-        frame, T = parent, np.eye(4)    # T_frame_parent, walking up from parent
-        seen = 0
-        while frame in self.edges and seen < 64:
-            frame_parent, T_edge = self.edges[frame]
-            T = T_edge @ T
-            frame = frame_parent
-            seen += 1
-            if frame in up:             # common ancestor: T_parent_child = inv(T_a_p) T_a_c
-                return np.linalg.inv(T) @ up[frame]
-        return None
 
 
 class TfBroadcaster:

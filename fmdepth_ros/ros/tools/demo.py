@@ -206,7 +206,7 @@ class _DemoGraph:
                 lambda: stamp in self.depth and stamp in self.odom)
             if not self.spin_until(answered, 120.0):
                 raise CliError(f'the node did not answer frame {i} within 120 s')
-            if deadline is not None and time.monotonic() > deadline and self.node.p['refine']:
+            if deadline is not None and time.monotonic() > deadline and self.node.params['refine']:
                 self.node.set_runtime_parameters(refine=False)
                 print(f'learning budget used up at frame {i}: refinement off', flush=True)
             self.node.refiner.wait_idle(300.0)
@@ -350,7 +350,7 @@ def run(args):
               'its window and odometry, as intended)', flush=True)
         passes = []
         for p in range(args.passes):
-            last_pass = p == args.passes - 1 or not graph.node.p['refine']
+            last_pass = p == args.passes - 1 or not graph.node.params['refine']
             if last_pass:
                 graph.node.set_runtime_parameters(refine=False)
             passes.append(graph.play(seq, p * pass_offset, node_start + args.budget))

@@ -38,7 +38,21 @@ def stamp_to_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-def _rows(msg, bytes_per_pixel, what):
+def check_image_layout(msg, bytes_per_pixel, what):
+    """Raise ``ValueError`` (one line) unless the size, step and data of ``msg`` fit together."""
+    _rows(msg, bytes_per_pixel, what, copy_out=False)
+
+
+def image_encoding(msg) -> Tuple[int, Tuple[int, int, int]]:
+    """(channels, index of R,G,B) of a supported colour/mono Image; ``ValueError`` otherwise."""
+    encoding = msg.encoding.lower()
+    if encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f'unsupported image encoding {msg.encoding!r} '
+                         f'(supported: {", ".join(IMAGE_ENCODINGS)})')
+    return IMAGE_ENCODINGS[encoding]
+
+
+def _rows(msg, bytes_per_pixel, what, copy_out=True):
     """Return the pixel bytes [H, W * bytes_per_pixel] uint8 (step and padding honoured)."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
@@ -51,6 +65,8 @@ def _rows(msg, bytes_per_pixel, what):
     if data.size < needed:
         raise ValueError(f'image data has {data.size} bytes, {what} {width}x{height} '
                          f'with step {step} needs {step * height}')
+    if not copy_out:
+        return None
     if data.size < step * height:
         data = np.concatenate([data, np.zeros(step * height - data.size, np.uint8)])
     return data[:step * height].reshape(height, step)[:, :width * bytes_per_pixel]
@@ -58,12 +74,9 @@ def _rows(msg, bytes_per_pixel, what):
 
 def image_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) -> [H, W, 3] uint8 RGB (a copy)."""
-    encoding = msg.encoding.lower()
-    if encoding not in IMAGE_ENCODINGS:
-        raise ValueError(f'unsupported image encoding {msg.encoding!r} '
-                         f'(supported: {", ".join(IMAGE_ENCODINGS)})')
-    channels, order = IMAGE_ENCODINGS[encoding]
-    pixels = _rows(msg, channels, encoding).reshape(int(msg.height), int(msg.width), channels)
+    channels, order = image_encoding(msg)
+    pixels = _rows(msg, channels, msg.encoding.lower()).reshape(
+        int(msg.height), int(msg.width), channels)
     return np.ascontiguousarray(pixels[:, :, list(order)])
 
 

@@ -131,3 +131,35 @@ def test_stamp_ns_round_trip():
     stamp = conv.stamp_from_ns(5_000_000_123)
     assert (stamp.sec, stamp.nanosec) == (5, 123)
     assert conv.stamp_to_ns(stamp) == 5_000_000_123
+
+
+def test_image_backend_is_cv_bridge_when_importable():
+    """The node converts through cv_bridge exactly when it imports."""
+    import importlib.util
+    expected = 'cv_bridge' if importlib.util.find_spec('cv_bridge') else 'numpy'
+    assert conv.IMAGE_BACKEND == expected
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'png', 'jpeg'])
+def test_cv_bridge_and_numpy_codec_give_identical_arrays(encoding):
+    """cv_bridge and the numpy codec decode every supported encoding to the same array."""
+    cv_bridge = pytest.importorskip(
+        'cv_bridge', reason='cv_bridge is not installable from PyPI (a ROS 2 install has it)')
+    from fmdepth_ros import messages
+    bridge = cv_bridge.CvBridge()
+    rgb = _rgb(6, 9)
+    if encoding in ('png', 'jpeg'):
+        ok, data = cv2.imencode('.' + encoding, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        msg = CompressedImage(format=encoding, data=data.tobytes())
+        want = messages.compressed_to_rgb(msg)
+        got = bridge.compressed_imgmsg_to_cv2(msg, desired_encoding='rgb8')
+    else:
+        msg = conv.rgb_to_image(rgb, Header(), encoding)
+        padded = np.zeros((msg.height, msg.step + 3), np.uint8)   # a padded step too
+        padded[:, :msg.step] = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, -1)
+        msg.data, msg.step = padded.tobytes(), msg.step + 3
+        want = messages.image_to_rgb(msg)
+        got = bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8')
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(conv.image_to_rgb(msg) if encoding not in ('png', 'jpeg')
+                                  else conv.compressed_to_rgb(msg), want)

@@ -355,3 +355,45 @@ def test_fast_options():
     assert fast_options('cpu', 'fp16')['precision'] == 'fp16'
     with pytest.raises(ValueError, match='precision'):
         fast_options('cpu', 'fp8')
+
+
+def test_nan_disparity_gives_nan_depth(cfg):
+    """A network that outputs NaN gives NaN depth and disparity, never a valid max_depth."""
+    torch.manual_seed(3)
+    net = DepthNet(18, min_depth=cfg.model.min_depth, max_depth=cfg.model.max_depth).eval()
+    predictor = DepthPredictor(net, cfg)
+    state = {k: torch.full_like(v, float('nan')) if v.is_floating_point() else v
+             for k, v in net.state_dict().items()}
+    predictor.load_depth_state(state)
+    image = _image(64, 192, seed=1)
+    assert np.isnan(predictor.predict(image)).all()
+    assert np.isnan(predictor.predict_disparity(image)).all()
+
+
+def test_pose_fallback_to_cpu_never_loses_a_concurrent_weight_swap(cfg):
+    """Weight swaps racing a CPU fall-back: the last swapped weights are the ones that serve."""
+    estimator = PoseEstimator(_FixedPoseNet([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]), cfg,
+                              precision='bf16', cast_weights=True)
+    states = [_FixedPoseNet([0.0, 0.0, 0.0], [0.0, 0.0, 0.01 * (i + 1)]).state_dict()
+              for i in range(200)]
+    started = threading.Event()
+
+    def swapper():
+        for i, state in enumerate(states):
+            estimator.load_pose_state({'pose_net': state})   # OnlineRefiner form
+            if i == 5:
+                started.set()
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    try:
+        assert started.wait(60.0)
+        estimator.fall_back_to_cpu('test fall-back')
+    finally:
+        thread.join()
+    assert estimator.precision == 'fp32' and not estimator.cast_weights
+    assert all(p.dtype == torch.float32 for p in estimator.net.parameters())
+    assert 'test fall-back' in estimator.notes[-1]
+    dark, bright = np.full((40, 40, 3), 10, np.uint8), np.full((40, 40, 3), 90, np.uint8)
+    T = estimator.estimate(dark, bright)
+    np.testing.assert_allclose(T[:3, 3], [0.0, 0.0, -2.0], atol=1e-6)

@@ -1,18 +1,53 @@
-"""numpy -> rclpy messages: Image, 32FC1 depth, CameraInfo, TransformStamped, Odometry.
+"""numpy -> rclpy messages: Image, 32FC1, CameraInfo, PointCloud2, TransformStamped, Odometry.
 
 Decoding messages to numpy (images, depth, intrinsics, stamps, transforms) is ROS-free and lives
 in :mod:`fmdepth_ros.messages`; its functions are re-exported here for the node's callers.
 Output depth images are REP-118 ``32FC1`` metres with NaN for invalid pixels.
+
+Input images: :func:`image_to_rgb` and :func:`compressed_to_rgb` go through cv_bridge when it
+is importable (a ROS 2 install), else through the numpy codec of :mod:`fmdepth_ros.messages`
+(``IMAGE_BACKEND`` says which); both give the same arrays (test_conversions checks it where
+cv_bridge exists). Malformed messages are rejected by the numpy codec's checks first, so the
+one-line ``ValueError`` is the same with either backend.
 """
 
 import cv2
-from fmdepth_ros.messages import camera_info_to_K, compressed_to_rgb, IMAGE_ENCODINGS, \
-    image_to_depth, image_to_rgb, matrix_to_xyz_quat, stamp_to_ns, transform_to_matrix, \
-    xyz_rpy_to_matrix
+from fmdepth_ros import messages
+from fmdepth_ros.messages import camera_info_to_K, IMAGE_ENCODINGS, image_to_depth, \
+    matrix_to_xyz_quat, stamp_to_ns, transform_to_matrix, xyz_rpy_to_matrix
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+
+try:  # pragma: no cover - cv_bridge is not on PyPI (a ROS 2 install has it)
+    from cv_bridge import CvBridge
+    _BRIDGE = CvBridge()
+except ImportError:
+    _BRIDGE = None
+IMAGE_BACKEND = 'numpy' if _BRIDGE is None else 'cv_bridge'
+
+
+def image_to_rgb(msg):
+    """sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) -> [H,W,3] uint8 RGB (a copy)."""
+    if _BRIDGE is None:
+        return messages.image_to_rgb(msg)
+    channels, _ = messages.image_encoding(msg)  # pragma: no cover - cv_bridge only
+    messages.check_image_layout(msg, channels, msg.encoding.lower())
+    return np.array(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding='rgb8'), dtype=np.uint8)
+
+
+def compressed_to_rgb(msg):
+    """sensor_msgs/CompressedImage (jpeg/png) -> [H,W,3] uint8 RGB."""
+    if _BRIDGE is None:
+        return messages.compressed_to_rgb(msg)
+    if len(msg.data) == 0:  # pragma: no cover - cv_bridge only
+        raise ValueError('empty compressed image')
+    try:  # pragma: no cover - cv_bridge only
+        rgb = _BRIDGE.compressed_imgmsg_to_cv2(msg, desired_encoding='rgb8')
+    except Exception:  # noqa: BLE001 - the numpy codec gives the one-line reason
+        return messages.compressed_to_rgb(msg)
+    return np.array(rgb, dtype=np.uint8)  # pragma: no cover - cv_bridge only
 
 
 def rgb_to_image(rgb, header, encoding='rgb8'):
@@ -42,6 +77,23 @@ def depth_to_image(depth, header):
     msg = Image(header=header, height=depth.shape[0], width=depth.shape[1], encoding='32FC1',
                 is_bigendian=int(not np.little_endian), step=depth.shape[1] * 4)
     msg.data = depth.tobytes()
+    return msg
+
+
+def cloud_to_message(cloud, header):
+    """Structured point array (:func:`fmdepth_ros.pointcloud.depth_to_cloud`) -> PointCloud2.
+
+    A ``[h, w]`` array gives an organised cloud (``is_dense`` False: NaN points), a ``[N]``
+    array an unorganised one (height 1, every point finite, ``is_dense`` True).
+    """
+    organized = cloud.ndim == 2
+    height, width = cloud.shape if organized else (1, cloud.shape[0])
+    fields = [PointField(name=name, offset=offset, datatype=PointField.FLOAT32, count=1)
+              for name, (_, offset) in cloud.dtype.fields.items()]   # all float32
+    msg = PointCloud2(header=header, height=int(height), width=int(width), fields=fields,
+                      is_bigendian=False, point_step=cloud.dtype.itemsize,
+                      row_step=cloud.dtype.itemsize * int(width), is_dense=not organized)
+    msg.data = np.ascontiguousarray(cloud).tobytes()
     return msg
 
 
@@ -155,7 +207,8 @@ def stamp_from_ns(ns):
     return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 
 
-__all__ = ['rgb_to_image', 'depth_to_image', 'colorize_depth', 'scaled_camera_info',
+__all__ = ['rgb_to_image', 'depth_to_image', 'cloud_to_message', 'colorize_depth',
+           'scaled_camera_info',
            'camera_info_for', 'make_transform', 'make_odometry', 'stamp_from_ns',
            # decoding, from fmdepth_ros.messages
            'IMAGE_ENCODINGS', 'camera_info_to_K', 'compressed_to_rgb', 'image_to_depth',

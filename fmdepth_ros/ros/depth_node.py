@@ -13,6 +13,9 @@ image's header (never ``now()``):
   its own); a camera that never sends a valid camera_info gets ``depth/image`` alone, with a
   throttled warning;
 * ``depth/colored``: rgb8 colour map for people (``publish_colored``);
+* ``depth/points`` (sensor_msgs/PointCloud2): x, y, z float32 in the camera optical frame (the
+  depth image's header), optional packed rgb, back-projected from ``depth/image`` with
+  ``depth/camera_info``'s K; computed only while subscribed (``points_*`` parameters);
 * ``odom`` (nav_msgs/Odometry) and TF ``odom_frame -> base_frame`` (REP-105), chained through
   base_frame -> camera optical frame from /tf_static or ``base_to_camera``;
 * ``/diagnostics``: rate, latency, device, refinement state, input problems.
@@ -34,13 +37,14 @@ import time
 
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
-from fmdepth_ros.messages import StaticTransformTree
+from fmdepth_ros.messages import camera_info_to_K
+from fmdepth_ros.pointcloud import depth_to_cloud
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros import params as node_params
 from fmdepth_ros.ros.diagnostics import build_diagnostics, NodeStats
 from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningThrottle
 from fmdepth_ros.ros.model_setup import inference_options, load_model, StartupError
-from fmdepth_ros.ros.tf_publisher import OdometryChain, TF_STATIC_QOS, TfBroadcaster
+from fmdepth_ros.ros.tf_publisher import OdometryChain, StaticTransforms, TfBroadcaster
 from fmdepth_ros.runtime.scale import DepthScaler
 from fmdepth_ros.runtime.worker import BoundedWorker
 from nav_msgs.msg import Odometry
@@ -53,12 +57,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-try:
-    from tf2_msgs.msg import TFMessage
-except ImportError:  # pragma: no cover - tf2_msgs is built by scripts/setup_env.sh
-    TFMessage = None
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 RUNTIME_SCALE = ('scale_mode', 'scale_factor', 'camera_height')
 RUNTIME_REFINE = {'refine': 'enabled', 'refine_iterations': 'iterations', 'refine_lr': 'lr',
@@ -88,7 +87,6 @@ class DepthNode(Node):
                                   self.params['camera_height'])
         self.window = FrameWindow(self.params['frame_ids'])
         self.infos = CameraInfoCache()
-        self.static_tf = StaticTransformTree()
         self.odometry = OdometryChain()
         self._pose_cov = np.zeros(6)
         self._last_stamp_ns = None
@@ -173,13 +171,11 @@ class DepthNode(Node):
                                      callback_group=self.image_group)
         self.create_subscription(CameraInfo, 'camera_info', self.camera_info_callback, in_qos,
                                  callback_group=self.aux_group)
-        if TFMessage is not None:
-            self.create_subscription(TFMessage, '/tf_static', self.static_tf.add_message,
-                                     TF_STATIC_QOS,
-                                     callback_group=self.aux_group)
+        self.static_tf = StaticTransforms(self, callback_group=self.aux_group)
         self.depth_pub = self.create_publisher(Image, 'depth/image', out_qos)
         self.info_pub = self.create_publisher(CameraInfo, 'depth/camera_info', out_qos)
         self.colored_pub = self.create_publisher(Image, 'depth/colored', out_qos)
+        self.points_pub = self.create_publisher(PointCloud2, 'depth/points', out_qos)
         self.odom_pub = self.create_publisher(Odometry, 'odom', out_qos)
         self.tf = TfBroadcaster(self)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -303,7 +299,7 @@ class DepthNode(Node):
         return True
 
     def _has_subscribers(self):
-        pubs = [self.depth_pub, self.info_pub, self.odom_pub]
+        pubs = [self.depth_pub, self.info_pub, self.odom_pub, self.points_pub]
         if self.params['publish_colored']:
             pubs.append(self.colored_pub)
         count = sum(p.get_subscription_count() for p in pubs)
@@ -389,14 +385,12 @@ class DepthNode(Node):
             if len(self.predictor.notes) > self._notes_logged:
                 self._notes_logged = self._log_predictor_notes(self._notes_logged)
                 if self.predictor.device.type != str(self.device).split(':')[0]:
-                    self._pose_to_cpu()
+                    self._pose_to_cpu('the depth predictor fell back to the CPU')
 
-    def _pose_to_cpu(self):
-        """Move pose estimation to the CPU (fp32) after the depth predictor fell back."""
-        from fmdepth_ros.runtime.inference import PoseEstimator
+    def _pose_to_cpu(self, reason):
+        """Move pose estimation to the CPU (fp32), in place: refiner swaps keep reaching it."""
         self.device = 'cpu'
-        self.pose_estimator = PoseEstimator(self.pose_estimator.net.cpu(), self.cfg,
-                                            device='cpu')
+        self.pose_estimator.fall_back_to_cpu(reason)
 
     def _estimate_pose(self, earlier, later):
         """``T_earlier_later`` [4,4]; a CUDA out-of-memory error moves PoseNet to the CPU."""
@@ -408,7 +402,7 @@ class DepthNode(Node):
                 raise
             self.get_logger().warning('CUDA out of memory in pose estimation; falling back to '
                                       'the CPU (fp32)')
-            self._pose_to_cpu()
+            self._pose_to_cpu('CUDA out of memory in pose estimation')
             return self.pose_estimator.estimate(earlier, later)
 
     def _publish_depth(self, header, rgb, info, K):
@@ -426,11 +420,23 @@ class DepthNode(Node):
             else:
                 out_info = conv.scaled_camera_info(info, info.width, info.height, header)
             self.info_pub.publish(out_info)
+            if self.points_pub.get_subscription_count() > 0:
+                self._publish_points(header, depth, camera_info_to_K(out_info), rgb)
         if self.params['publish_colored'] and self.colored_pub.get_subscription_count() > 0:
             colours = conv.colorize_depth(depth, self.params['min_depth'],
                                           self.params['max_depth'])
             self.colored_pub.publish(conv.rgb_to_image(colours, header))
         return depth
+
+    def _publish_points(self, header, depth, K, rgb):
+        """Publish ``depth`` [H,W] metres back-projected with ``K`` [3,3] on depth/points."""
+        cloud = depth_to_cloud(depth, K, stride=self.params['points_stride'],
+                               min_range=self.params['points_min_range'],
+                               max_range=self.params['points_max_range'],
+                               organized=self.params['points_organized'],
+                               rgb=rgb if self.params['points_rgb'] else None)
+        self.points_pub.publish(conv.cloud_to_message(cloud, header))
+        self.stats.clouds += 1
 
     def _base_to_camera(self, camera_frame):
         if self.params['use_tf_static']:

@@ -20,6 +20,7 @@ class NodeStats:
         self.skipped = 0         # frames skipped without subscribers
         self.dropped = 0         # frames dropped from a full inference queue
         self.poses = 0           # odometry steps published
+        self.clouds = 0          # depth/points clouds published (only while subscribed)
         self.errors = 0          # frames whose processing raised
         self.inexact_info = 0    # frames paired with a camera_info of another stamp
         self.swaps = 0           # refined weights swapped into inference

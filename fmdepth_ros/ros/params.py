@@ -76,6 +76,16 @@ PARAMS = (
           range=(0.001, 10000.0)),
     Param('publish_colored', True, 'publish depth/colored (rgb8 turbo colour map of inverse '
           'depth) when someone subscribes'),
+    Param('points_stride', 1, 'depth/points keeps every N-th pixel in both directions '
+          '(decimation)', range=(1, 64)),
+    Param('points_min_range', 0.1, 'depth/points drops points closer to the camera centre '
+          'than this (metres, Euclidean)', range=(0.0, 1000.0)),
+    Param('points_max_range', 20.0, 'depth/points drops points farther from the camera '
+          'centre than this (metres, Euclidean)', range=(0.001, 10000.0)),
+    Param('points_organized', False, 'depth/points as an organised HxW cloud with NaN for '
+          'invalid points (is_dense false); false = unorganised, invalid points dropped'),
+    Param('points_rgb', False, 'add a packed rgb field (from the input image) to '
+          'depth/points'),
     Param('skip_without_subscribers', True, 'skip inference while no output has a subscriber'),
     # scale
     Param('scale_mode', 'none', 'none: network depth as is (up to scale); fixed: multiply by '
@@ -180,6 +190,9 @@ def validate(values):
     if values.get('min_depth', 0.0) >= values.get('max_depth', math.inf):
         return (f'min_depth ({values["min_depth"]}) must be smaller than '
                 f'max_depth ({values["max_depth"]})')
+    if values.get('points_min_range', 0.0) >= values.get('points_max_range', math.inf):
+        return (f'points_min_range ({values["points_min_range"]}) must be smaller than '
+                f'points_max_range ({values["points_max_range"]})')
     if values.get('odom_frame') is not None and values.get('odom_frame') == values.get(
             'base_frame'):
         return 'odom_frame and base_frame must differ'

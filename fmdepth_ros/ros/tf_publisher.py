@@ -3,12 +3,14 @@
 * :class:`OdometryChain` integrates camera motions ``T_earlier_later`` (optical frames) into
   ``T_odom_base``: the odom frame is the base_link pose at the first frame (or after a reset),
   and ``T_odom_base = T_base_cam @ T_cam0_camt @ inv(T_base_cam)``.
-* The ``/tf_static`` tree (tf2_ros is not on PyPI) is
-  :class:`fmdepth_ros.messages.StaticTransformTree`.
+* :class:`StaticTransforms` looks up base_frame -> camera frame: through ``tf2_ros.Buffer`` and
+  its static listener when tf2_ros is importable, else through the own ``/tf_static`` cache
+  (:class:`fmdepth_ros.messages.StaticTransformTree`; tf2_ros is not on PyPI).
 * :class:`TfBroadcaster` sends TransformStamped through tf2_ros when importable, else as
   ``tf2_msgs/TFMessage`` on ``/tf``; without tf2_msgs it logs once and sends nothing.
 """
 
+from fmdepth_ros.messages import StaticTransformTree, transform_to_matrix
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -27,6 +29,54 @@ TF_STATIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
 TF_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                     reliability=ReliabilityPolicy.RELIABLE)
+
+
+class StaticTransforms:
+    """``T_parent_child`` look-ups of static transforms for ``node``.
+
+    ``backend`` is ``'tf2_ros'`` (a ``tf2_ros.Buffer`` filled by a static-only
+    ``TransformListener``) or ``'tf_static'`` (own subscription to /tf_static, needs tf2_msgs),
+    or None when neither is importable (every look-up returns None).
+    """
+
+    def __init__(self, node, callback_group=None):
+        """Subscribe to the static transforms."""
+        self.node = node
+        self.backend = None
+        self._buffer = self._listener = self._subscription = None
+        self.tree = StaticTransformTree()
+        if tf2_ros is not None:  # pragma: no cover - not installable from PyPI
+            self._buffer = tf2_ros.Buffer()
+            try:
+                self._listener = tf2_ros.TransformListener(self._buffer, node, static_only=True)
+            except TypeError:   # a tf2_ros older than the static_only keyword
+                self._listener = tf2_ros.TransformListener(self._buffer, node)
+            self.backend = 'tf2_ros'
+        elif TFMessage is not None:
+            self._subscription = node.create_subscription(
+                TFMessage, '/tf_static', self.tree.add_message, TF_STATIC_QOS,
+                callback_group=callback_group)
+            self.backend = 'tf_static'
+
+    def lookup(self, parent, child):
+        """``T_parent_child`` [4,4] (p_parent = T @ p_child), or None when not known."""
+        if self.backend == 'tf2_ros':  # pragma: no cover - not installable from PyPI
+            from rclpy.time import Time
+            try:
+                stamped = self._buffer.lookup_transform(parent, child, Time())
+            except (tf2_ros.LookupException, tf2_ros.ConnectivityException,
+                    tf2_ros.ExtrapolationException, tf2_ros.InvalidArgumentException):
+                return None
+            return transform_to_matrix(stamped.transform)
+        return self.tree.lookup(parent, child)
+
+    def destroy(self):
+        """Stop listening (the node may be configured again later)."""
+        if self._listener is not None:  # pragma: no cover - tf2_ros only
+            self._listener.unregister()
+        if self._subscription is not None:
+            self.node.destroy_subscription(self._subscription)
+        self._listener = self._subscription = None
 
 
 class OdometryChain:
@@ -90,8 +140,9 @@ class TfBroadcaster:
         """Return the number of /tf subscribers (0 when TF is unavailable)."""
         if self._pub is None:
             return 0
-        pub = getattr(self._pub, 'pub_tf', self._pub)
-        return pub.get_subscription_count()
+        if self.backend == 'tf2_ros':  # pragma: no cover - the broadcaster hides its publisher
+            return self.node.count_subscribers('/tf')
+        return self._pub.get_subscription_count()
 
     def send(self, transforms):
         """Broadcast a list of TransformStamped."""

@@ -155,7 +155,9 @@ def _copy_state_into(module, state_dict, lock, what):
     """Copy ``state_dict`` into ``module``'s existing tensors in place (keeps CUDA graphs valid).
 
     Tensors are moved to the device/dtype outside ``lock``; only the device-side ``copy_`` runs
-    under it. Raises ``ValueError`` naming missing / unexpected / mis-shaped keys.
+    under it, into the module's tensors as they are then (a CPU fall-back that moved the module
+    in between gets the weights all the same: ``copy_`` converts device and dtype). Raises
+    ``ValueError`` naming missing / unexpected / mis-shaped keys.
     """
     own = module.state_dict(keep_vars=True)
     missing = sorted(set(own) - set(state_dict))
@@ -172,7 +174,7 @@ def _copy_state_into(module, state_dict, lock, what):
                              f'expected {tuple(target.shape)}')
         staged[key] = source.detach().to(device=target.device, dtype=target.dtype)
     with lock, torch.no_grad():
-        for key, target in own.items():
+        for key, target in module.state_dict(keep_vars=True).items():
             target.copy_(staged[key])
         for device in {t.device for t in staged.values() if t.is_cuda}:
             torch.cuda.current_stream(device).synchronize()
@@ -345,7 +347,9 @@ class DepthPredictor:
         disp = self._network_disp()
         if self._disp is None:
             self._disp = torch.empty_like(disp, memory_format=torch.contiguous_format)
-        self._disp.copy_(torch.nan_to_num(disp, nan=0.0))
+        # NaN disparity (a diverged network) stays NaN down to the depth: replacing it would
+        # turn it into a valid-looking max_depth pixel
+        self._disp.copy_(disp)
         height, width = self._uploader.size
         scaled, _ = disp_to_depth(self._disp, self._min_depth, self._max_depth)
         if scaled.shape[-2:] != (height, width):
@@ -455,8 +459,9 @@ class DepthPredictor:
             out: optional ``[H, W]`` float32 array to write into (avoids a host allocation).
 
         Returns:
-            ``[H, W]`` float32 depth in metres (up to scale), at the input resolution; finite,
-            within ``[min_depth, max_depth]``.
+            ``[H, W]`` float32 depth in metres (up to scale), at the input resolution, within
+            ``[min_depth, max_depth]``; NaN where the network's disparity is NaN (and the
+            pixels the bilinear upsampling mixes with it).
         """
         image = _check_image(image)
         with self._lock:
@@ -467,7 +472,10 @@ class DepthPredictor:
             return self._depth_host.numpy().copy()
 
     def predict_disparity(self, image) -> np.ndarray:
-        """Scale-0 sigmoid disparity ``[h', w']`` float32 in (0, 1) at the network output size."""
+        """Scale-0 sigmoid disparity ``[h', w']`` float32 in (0, 1) at the network output size.
+
+        NaN where the network produced NaN.
+        """
         image = _check_image(image)
         with self._lock:
             self._run_with_fallback(image, want_disparity=True)
@@ -512,12 +520,33 @@ class PoseEstimator:
         for p in self.net.parameters():
             p.requires_grad_(False)
         dtype = PRECISIONS[precision] if self.cast_weights else torch.float32
-        self.net.to(device=self.device, dtype=dtype)
         self._lock = threading.RLock()
-        size = (1, 3, int(cfg.model.pose_height), int(cfg.model.pose_width))
+        self._place(dtype)
+
+    def _place(self, dtype):
+        """Move the network to ``self.device`` / ``dtype`` and allocate the input buffers."""
+        self.net.to(device=self.device, dtype=dtype)
+        size = (1, 3, int(self.cfg.model.pose_height), int(self.cfg.model.pose_width))
         self._inputs = (torch.empty(size, device=self.device, dtype=dtype),
                         torch.empty(size, device=self.device, dtype=dtype))
         self._uploaders = (_ImageUploader(self.device), _ImageUploader(self.device))
+
+    def fall_back_to_cpu(self, reason):
+        """Move pose estimation to the CPU (fp32) after ``reason``, in place, under the lock.
+
+        The same object keeps serving: a refinement weight swap (:meth:`load_pose_state`)
+        holds the same lock, so it lands either before the move (and is moved with the
+        network) or after it (and is copied into the CPU weights); it is never lost.
+        """
+        with self._lock:
+            self.notes.append(f'{reason}; pose estimation falls back to the CPU (fp32)')
+            was_cuda = self.device.type == 'cuda'
+            self.device = torch.device('cpu')
+            self.precision = 'fp32'
+            self.cast_weights = False
+            self._place(torch.float32)
+            if was_cuda:
+                torch.cuda.empty_cache()
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]

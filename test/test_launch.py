@@ -89,3 +89,94 @@ def test_ros2_launch_publishes_depth_on_remapped_topics():
     assert received[0].encoding == '32FC1' and received[0].width == 192
     assert 'Traceback' not in output, output[-3000:]
     assert 'process has finished cleanly' in output, output[-3000:]
+
+
+# this tree's launch file (the installed one may be another checkout's)
+LAUNCH_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'launch', 'depth.launch.py')
+
+
+def _launch_module():
+    """Import launch/depth.launch.py as a module (skips without launch_ros)."""
+    for module in ('launch', 'launch_ros'):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f'{module} is not importable')
+    spec = importlib.util.spec_from_file_location('depth_launch', LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_launch_passes_only_the_parameter_arguments_given():
+    """Arguments left out give no override; given ones are typed parameter values."""
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument
+
+    module = _launch_module()
+    description = module.generate_launch_description()
+    declared = {a.name: a for a in description.entities if isinstance(a, DeclareLaunchArgument)}
+    assert {'weights', 'device', 'refine', 'autostart', 'use_sim_time'} <= set(declared)
+    assert all(declared[name].description for name in declared)
+    for name, _, _ in module.PARAMETER_ARGUMENTS:
+        assert declared[name].default_value[0].text == ''
+    context = LaunchContext()
+    for name in declared:
+        context.launch_configurations[name] = ''
+    assert module.given_parameters(context) == {}
+    context.launch_configurations.update(device='cpu', autostart='false')
+    given = module.given_parameters(context)
+    assert given == {'device': 'cpu', 'autostart': False}
+    context.launch_configurations['refine'] = 'yes'
+    with pytest.raises(ValueError, match='refine must be true or false'):
+        module.given_parameters(context)
+
+
+def _parameter_values(context, node_name, names):
+    """Values of ``names`` of the running node ``node_name`` through its get_parameters service."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    probe = rclpy.create_node('param_probe', context=context)
+    client = probe.create_client(GetParameters, f'{node_name}/get_parameters')
+    executor = executor_for(context, probe)
+    try:
+        assert spin_until(executor, client.service_is_ready, 120.0), 'no parameter service'
+        future = client.call_async(GetParameters.Request(names=list(names)))
+        assert spin_until(executor, future.done, 60.0)
+        return {n: parameter_value_to_python(v) for n, v in zip(names, future.result().values)}
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+
+
+@pytest.mark.slow   # starts ros2 launch and the node twice (~30 s on 2 cores)
+def test_params_file_values_survive_unless_an_argument_is_given(tmp_path):
+    """A params file's device/refine/weights stay when the arguments are left out."""
+    ros2, reason = _ros2_cli()
+    if ros2 is None:
+        pytest.skip(reason)
+    params = tmp_path / 'params.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    device: cpu\n    refine: true\n'
+                      '    refine_iterations: 7\n    cpu_threads: 1\n')
+    env = dict(os.environ)
+    env['AMENT_PREFIX_PATH'] = os.pathsep.join(
+        [sys.prefix] + [p for p in env.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p])
+    for extra, want in (([], {'device': 'cpu', 'refine': True, 'refine_iterations': 7}),
+                        (['refine:=false'], {'device': 'cpu', 'refine': False,
+                                             'refine_iterations': 7})):
+        proc = subprocess.Popen(
+            [ros2, 'launch', LAUNCH_FILE, f'params_file:={params}',
+             'namespace:=lp'] + extra,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
+        try:
+            with ros_graph() as context:
+                got = _parameter_values(context, '/lp/fmdepth', list(want))
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                output, _ = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                output, _ = proc.communicate()
+        assert got == want, output[-3000:]

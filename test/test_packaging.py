@@ -307,6 +307,63 @@ def test_package_xml_declares_runtime_and_test_dependencies():
     assert test_depends >= {'ament_flake8', 'ament_pep257', 'ament_xmllint', 'python3-pytest'}
 
 
+def third_party_imports(files):
+    """Return {top-level or dotted module: files} imported by ``files`` (no stdlib, no own)."""
+    own = {PACKAGE} | {os.path.splitext(os.path.basename(p))[0]
+                       for p in glob.glob(os.path.join(ROOT, 'test', '*.py'))}
+    found = {}
+    for path in files:
+        for name in imported_modules(path, package_of(path)):
+            top = name.split('.')[0]
+            if top in sys.stdlib_module_names or top in own or name.startswith(PACKAGE):
+                continue
+            found.setdefault(name, set()).add(os.path.relpath(path, ROOT))
+    return found
+
+
+def test_package_xml_matches_the_imports_through_one_table():
+    """Imports (fmdepth_ros/, launch/, test/) are in the table; package.xml lists its keys."""
+    from fmdepth_ros.dependencies import DEPENDENCIES, EXEC, module_key, TEST
+
+    files = (glob.glob(os.path.join(CORE, '**', '*.py'), recursive=True)
+             + glob.glob(os.path.join(ROOT, 'launch', '*.py')))
+    test_files = glob.glob(os.path.join(ROOT, 'test', '*.py'))
+    missing = {}
+    for name, where in {**third_party_imports(test_files), **third_party_imports(files)}.items():
+        if module_key(name) is None:
+            missing[name] = sorted(where)[:2]
+    assert missing == {}, 'add these modules to fmdepth_ros/dependencies.py'
+    runtime = {module_key(n) for n in third_party_imports(files)}
+    for key in runtime:
+        assert DEPENDENCIES[key][2] == EXEC, f'{key} is imported by the package: scope exec'
+    root = ET.parse(os.path.join(ROOT, 'package.xml')).getroot()
+    declared = {tag: {e.text.strip() for e in root if e.tag in (tag, 'depend')}
+                for tag in ('exec_depend', 'test_depend')}
+    want_exec = {k for k, _, scope in DEPENDENCIES.values() if scope == EXEC}
+    want_test = {k for k, _, scope in DEPENDENCIES.values() if scope == TEST} - want_exec
+    assert declared['exec_depend'] == want_exec
+    assert declared['test_depend'] == want_test
+    for key in ('rcl_interfaces', 'rosgraph_msgs', 'ament_index_python', 'lifecycle_msgs',
+                'python3-kornia-pip', 'python3-pil', 'python3-matplotlib', 'python3-tqdm',
+                'python3-psutil', 'python3-tensorboard-pip', 'python3-rosbags-pip'):
+        assert key in want_exec, key
+    assert 'python3-hypothesis' in want_test
+
+
+def test_setup_env_installs_the_tables_pip_requirements():
+    """scripts/setup_env.sh reads its pip list from the table (and lists none of it itself)."""
+    from fmdepth_ros.dependencies import pip_requirements
+
+    with open(os.path.join(ROOT, 'scripts', 'setup_env.sh'), encoding='utf-8') as f:
+        script = f.read()
+    assert f'"$ROOT/$PKG/dependencies.py" --pip' in script
+    proc = subprocess.run([sys.executable, os.path.join(CORE, 'dependencies.py'), '--pip'],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == pip_requirements()
+    assert {'kornia', 'rosbags', 'psutil', 'ros-lifecycle-msgs'} <= set(pip_requirements())
+
+
 def test_ci_runs_the_readme_test_command():
     """``.ci/run`` contains README's test command verbatim."""
     with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:

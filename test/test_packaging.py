@@ -356,7 +356,7 @@ def test_setup_env_installs_the_tables_pip_requirements():
 
     with open(os.path.join(ROOT, 'scripts', 'setup_env.sh'), encoding='utf-8') as f:
         script = f.read()
-    assert f'"$ROOT/$PKG/dependencies.py" --pip' in script
+    assert '"$ROOT/$PKG/dependencies.py" --pip' in script
     proc = subprocess.run([sys.executable, os.path.join(CORE, 'dependencies.py'), '--pip'],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -26,6 +26,7 @@ class ModelConfig:
     max_depth: float = 100.0
     frame_ids: Tuple[int, ...] = (0, -1, 1)  # target first, then sources
     num_scales: int = 4
+    pose_translation_scale: float = 0.01     # PoseNet raw translation x this (official 0.01)
     encoder_weights: Optional[str] = None    # local torchvision-layout ResNet .pth, or None
 
 
@@ -55,7 +56,11 @@ class TrainConfig:
     lr_milestones: Tuple[int, ...] = (20, 30)   # epochs, x0.5 each
     epochs: int = 40
     feature_epochs: int = 30
-    feature_steps: Optional[int] = None         # cap for stage 1 (FeatureNet)
+    feature_steps: Optional[int] = None         # length of stage 1 (FeatureNet) in steps
+    depth_steps: Optional[int] = None           # length of stage 2 in steps (None: epochs)
+    precision: str = 'fp32'                     # network precision: fp32, bf16, fp16 or auto
+    channels_last: bool = False                 # NHWC memory format for the networks
+    frame_cache_mb: int = 0                     # decoded, resized frames kept in memory
     grad_clip: float = 35.0
     num_workers: int = 2
     log_every: int = 10

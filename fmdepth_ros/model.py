@@ -16,7 +16,7 @@ Batch format (``docs/architecture.md``)::
 """
 
 from contextlib import nullcontext
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn, Tensor
@@ -28,6 +28,17 @@ from .encoder_weights import read_encoder_weights
 from .networks import DepthNet, disp_to_depth, FeatureNet, PoseNet
 
 __all__ = ['FeatDepthModel']
+
+
+def _to_float(value):
+    """Cast the floating tensors of a network output (tensor, tuple, list, dict) to float32."""
+    if torch.is_tensor(value):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _to_float(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float(v) for v in value)
+    return value
 
 
 def _upsample(x: Tensor, size) -> Tensor:
@@ -64,11 +75,31 @@ class FeatDepthModel(nn.Module):
                                   encoder_weights=weights)
         self.pose_net = PoseNet(m.pose_layers, (m.pose_height, m.pose_width),
                                 encoder_weights=weights if m.pose_layers == m.depth_layers
-                                else None)
+                                else None, translation_scale=m.pose_translation_scale)
         self.feature_net = FeatureNet(m.feature_layers,
                                       encoder_weights=weights if m.feature_layers == m.depth_layers
                                       else None)
         self.feature_net_frozen = False
+        self._autocast: Optional[Tuple[str, torch.dtype]] = None
+
+    # ------------------------------------------------------------------ precision
+    def set_network_precision(self, device_type: str, dtype: Optional[torch.dtype]) -> None:
+        """Run the three networks under ``torch.autocast(device_type, dtype)``; None: fp32.
+
+        Only the networks run in reduced precision; their outputs are cast back to float32
+        before any geometry or loss. Back-projection multiplies pixel coordinates (up to
+        ~1000) by depth: in bf16 (8 significant bits) or fp16 they would be off by whole
+        pixels, which the photometric loss cannot tolerate.
+        """
+        self._autocast = None if dtype is None else (str(device_type), dtype)
+
+    def _run(self, net, *inputs):
+        """Call ``net(*inputs)`` (a network or its method) under the network precision."""
+        if self._autocast is None:
+            return net(*inputs)
+        device_type, dtype = self._autocast
+        with torch.autocast(device_type=device_type, dtype=dtype):
+            return _to_float(net(*inputs))
 
     # ------------------------------------------------------------------ set-up helpers
     def freeze_feature_net(self, frozen: bool = True) -> None:
@@ -119,9 +150,9 @@ class FeatDepthModel(nn.Module):
         poses = {}
         for i, fid in self._source_ids():
             if fid < 0:
-                axisangle, translation = self.pose_net(images[:, i], target)
+                axisangle, translation = self._run(self.pose_net, images[:, i], target)
             else:
-                axisangle, translation = self.pose_net(target, images[:, i])
+                axisangle, translation = self._run(self.pose_net, target, images[:, i])
             poses[fid] = geometry.pose_from_axisangle(axisangle, translation, invert=fid < 0)
         return poses
 
@@ -153,7 +184,7 @@ class FeatDepthModel(nn.Module):
         target = images[:, 0]
         sources = {fid: images[:, i] for i, fid in self._source_ids()}
 
-        disps = self.depth_net(images_aug[:, 0])
+        disps = self._run(self.depth_net, images_aug[:, 0])
         poses = self.predict_poses(images_aug)
         scales = sorted(disps)[:cfg_m.num_scales]
         outputs = {('disp', s): disps[s] for s in scales}
@@ -199,7 +230,7 @@ class FeatDepthModel(nn.Module):
         b, n, _, h, w = images.shape
         trainable = any(p.requires_grad for p in self.feature_net.parameters())
         with nullcontext() if trainable else torch.no_grad():
-            feats = self.feature_net.encode(images.reshape(b * n, 3, h, w))[0]
+            feats = self._run(self.feature_net.encode, images.reshape(b * n, 3, h, w))[0]
         feats = feats.reshape(b, n, *feats.shape[1:])                  # B x F x C x h/2 x w/2
         fh, fw = feats.shape[-2:]
         disp = _upsample(disp0, (fh, fw))
@@ -224,7 +255,7 @@ class FeatDepthModel(nn.Module):
         if images.dim() != 5 or images.shape[2] != 3:
             raise ValueError(f"batch['images'] must be [B,F,3,H,W], got {tuple(images.shape)}")
         image = images[:, 0]
-        out = self.feature_net(image)
+        out = self._run(self.feature_net, image)
         recons = {key[1]: value for key, value in out.items()
                   if isinstance(key, tuple) and key[0] == 'recon'}
         total, logs = losses.feature_net_loss(image, out['features'], recons, self.cfg.loss)

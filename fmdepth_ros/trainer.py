@@ -280,7 +280,9 @@ def plan_stages(stage: str, steps_per_epoch: int, cfg: Config,
     n_feature = feature_steps if feature_steps is not None else cfg.train.feature_steps
     if n_feature is None:
         n_feature = cfg.train.feature_epochs * steps_per_epoch
-    n_depth = cfg.train.epochs * steps_per_epoch
+    n_depth = cfg.train.depth_steps
+    if n_depth is None:
+        n_depth = cfg.train.epochs * steps_per_epoch
     plans = []
     if stage in ('feature', 'both'):
         plans.append(StagePlan('feature', 0, int(n_feature)))
@@ -299,10 +301,63 @@ def stage_milestones(stage: str, cfg: Config, steps_per_epoch: int) -> List[int]
     """
     if stage == 'depth':
         epochs = cfg.train.lr_milestones
+        if cfg.train.depth_steps is not None:
+            # milestones keep their place in the schedule (e.g. 20/40, 30/40 of the stage)
+            fraction = cfg.train.depth_steps / max(cfg.train.epochs, 1)
+            return [int(e * fraction) for e in epochs if e > 0]
     else:
         n = cfg.train.feature_epochs
         epochs = (round(n / 3), round(2 * n / 3))
     return [int(e * steps_per_epoch) for e in epochs if e > 0]
+
+
+# --------------------------------------------------------------------------- precision
+NETWORK_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'auto')
+#: bf16 must beat fp32 by this factor to be chosen by ``precision: auto``
+AUTO_BF16_MARGIN = 1.15
+
+
+def resolve_precision(precision: str, amp: bool, device: str) -> str:
+    """Network precision of a run: 'fp32', 'bf16', 'fp16', or 'auto' (measured on the CPU).
+
+    ``amp: true`` (the older key) means fp16 on CUDA. ``auto`` is fp16 on CUDA; on the CPU
+    it is decided by timing one training step in fp32 and in bf16 (:meth:`Trainer.
+    _choose_precision`), never by CPU flags: a CPU may report bf16 and still run it slower.
+    """
+    if precision not in PRECISIONS:
+        raise TrainingError(f'train.precision must be one of {", ".join(PRECISIONS)}, '
+                            f'got {precision!r}')
+    cuda = device.startswith('cuda')
+    if precision == 'fp16' and not cuda:
+        raise TrainingError('train.precision fp16 needs CUDA (use bf16 or auto on the CPU)')
+    if precision == 'auto':
+        return 'fp16' if cuda else 'auto'
+    if precision == 'fp32' and amp and cuda:
+        return 'fp16'
+    return precision
+
+
+def time_training_step(net, batch, model, stage: str, repeats: int = 2) -> float:
+    """Best wall time (s) of a forward + backward pass of ``net(batch)``, weights untouched.
+
+    Gradients are cleared afterwards and BatchNorm statistics restored, so timing leaves
+    the run exactly as it was.
+    """
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if 'running' in k
+               or 'num_batches' in k}
+    rng = torch.get_rng_state()
+    best = float('inf')
+    for attempt in range(repeats + 1):
+        start = time.perf_counter()
+        total, _, _ = net(batch)
+        total.backward()
+        if attempt:                                # the first pass warms up
+            best = min(best, time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(buffers, strict=False)
+    torch.set_rng_state(rng)
+    return best
 
 
 # --------------------------------------------------------------------------- trainer
@@ -360,6 +415,7 @@ class Trainer:
                     f'resume with the same number (got {self.dist.world_size})')
             state['optimizer'] = info.get('optimizer')
             self._resume_state = state
+            self._resumed_precision = state.get('precision')
             self.step = int(info.get('step', state['step']))
         else:
             seed_everything(cfg.train.seed)     # identical initial weights on every rank
@@ -399,7 +455,12 @@ class Trainer:
         self.checkpoint_every = (cfg.train.checkpoint_every if checkpoint_every is None
                                  else checkpoint_every)
         self.image_every = image_every if image_every is not None else max(self.log_every, 1) * 25
-        self.amp = bool(cfg.train.amp) and self.device.startswith('cuda')
+        self.precision = resolve_precision(cfg.train.precision, cfg.train.amp, self.device)
+        if resume and getattr(self, '_resumed_precision', None):
+            self.precision = self._resumed_precision    # what ``auto`` chose before
+        self.amp = self.precision == 'fp16'     # GradScaler for fp16 networks
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.images_seen = 0
 
     # ----------------------------------------------------------------- public
@@ -508,11 +569,28 @@ class Trainer:
             if bar is not None:
                 bar.close()
 
+    def _choose_precision(self, net, plan, batch) -> None:
+        """Resolve ``precision: auto`` by timing both candidates on the first batch."""
+        if self.precision != 'auto':
+            self.model.set_network_precision(self.device.split(':')[0],
+                                             NETWORK_DTYPES[self.precision])
+            return
+        times = {}
+        for name in ('fp32', 'bf16'):
+            self.model.set_network_precision('cpu', NETWORK_DTYPES[name])
+            times[name] = time_training_step(net, batch, self.model, plan.name)
+        self.precision = 'bf16' if times['bf16'] * AUTO_BF16_MARGIN < times['fp32'] else 'fp32'
+        self.model.set_network_precision('cpu', NETWORK_DTYPES[self.precision])
+        if self.dist.is_main:
+            LOG.info('precision auto: %s (one training step: fp32 %.0f ms, bf16 %.0f ms)',
+                     self.precision, 1000 * times['fp32'], 1000 * times['bf16'])
+
     def _train_step(self, net, plan, batch, params, optimizer, scheduler, scaler) -> Dict:
         batch = batch_to_device(batch, self.device)
         set_stage_mode(self.model, plan.name)
-        with torch.autocast(device_type='cuda', dtype=torch.float16, enabled=self.amp):
-            total, logs, outputs = net(batch)
+        if self.model._autocast is None and self.precision != 'fp32':
+            self._choose_precision(net, plan, batch)
+        total, logs, outputs = net(batch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.unscale_(optimizer)
@@ -601,6 +679,7 @@ class Trainer:
                 'rng': rngs,
                 'world_size': self.dist.world_size,
                 'steps_per_epoch': self.steps_per_epoch,
+                'precision': self.precision,
             }
             ckpt_mod.save_checkpoint(self.checkpoint_path, self.model, self.cfg, step=self.step,
                                      optimizer=optimizer, extra={'trainer': trainer_state})

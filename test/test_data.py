@@ -62,6 +62,22 @@ def test_synthetic_dir_items(synth_dir, seq):
     assert len(make_dataset(synth_dir, cfg, split='val')) == 5
 
 
+def test_frame_cache_gives_the_same_items_and_stays_bounded(synth_dir):
+    """frame_cache_mb keeps resized frames in memory, never more than the budget."""
+    plain = make_dataset(synth_dir, _cfg(), split='test')
+    cfg = _cfg().merged({'train': {'frame_cache_mb': 1}})
+    cached = make_dataset(synth_dir, cfg, split='test')
+    for _ in range(2):                                   # the second pass reads the cache
+        for i in range(len(cached)):
+            torch.testing.assert_close(cached[i]['images'], plain[i]['images'])
+            torch.testing.assert_close(cached[i]['K'], plain[i]['K'])
+    assert len(cached._cache) == 5 and cached._cached_bytes == 5 * H * W * 3
+    tiny = make_dataset(synth_dir, _cfg().merged({'train': {'frame_cache_mb': 0}}),
+                        split='test')
+    tiny[0]
+    assert not tiny._cache
+
+
 def test_batch_is_geometrically_consistent(synth_dir, seq):
     """Warping the source frame with depth_gt, K and GT poses reproduces the target."""
     ds = make_dataset(synth_dir, _cfg(), split='train')

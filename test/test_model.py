@@ -86,3 +86,22 @@ def test_eval_losses_deterministic_and_bad_batch_rejected():
     batch['images'] = batch['images'][:, :2]
     with pytest.raises(ValueError, match='frame_ids'):
         model.depth_losses(batch)
+
+
+def test_bf16_networks_keep_geometry_and_losses_in_float32():
+    """bf16 autocast covers the networks only: outputs float32, loss close to the fp32 one."""
+    torch.manual_seed(2)
+    cfg = small_cpu_config().merged({'model': {'depth_decoder': 'monodepth2'}})
+    model = FeatDepthModel(cfg).eval()
+    model.freeze_feature_net()
+    batch = _batch(cfg, 1)
+    fp32, _, _ = model.depth_losses(batch)
+    model.set_network_precision('cpu', torch.bfloat16)
+    bf16, _, outputs = model.depth_losses(batch)
+    assert outputs[('disp', 0)].dtype == torch.float32
+    assert outputs[('depth', 0)].dtype == torch.float32
+    assert outputs[('T', 1)].dtype == torch.float32
+    assert float(bf16.detach()) == pytest.approx(float(fp32.detach()), rel=0.05)
+    model.set_network_precision('cpu', None)
+    again, _, _ = model.depth_losses(batch)
+    assert float(again.detach()) == float(fp32.detach())

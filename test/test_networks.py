@@ -201,3 +201,17 @@ def test_weights_error_is_a_checkpoint_error(tmp_path):
     from fmdepth_ros.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match='nope.pth'):
         read_encoder_weights(tmp_path / 'nope.pth')
+
+
+def test_pose_net_translation_scale_scales_translation_only():
+    """``translation_scale`` multiplies the raw translation; rotation keeps the official x0.01."""
+    torch.manual_seed(0)
+    official = PoseNet(18, input_size=(H, W)).eval()
+    larger = PoseNet(18, input_size=(H, W), translation_scale=0.1).eval()
+    larger.load_state_dict(official.state_dict())
+    a, b = torch.rand(1, 3, H, W), torch.rand(1, 3, H, W)
+    with torch.no_grad():
+        rot, trans = official(a, b)
+        rot10, trans10 = larger(a, b)
+    assert torch.allclose(rot, rot10)
+    assert torch.allclose(trans10, 10 * trans, rtol=1e-5, atol=1e-8)

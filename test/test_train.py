@@ -10,9 +10,10 @@ import time
 from fmdepth_ros import cli
 from fmdepth_ros.checkpoint import load_checkpoint
 from fmdepth_ros.config import load_config, save_config
-from fmdepth_ros.trainer import (capture_rng_state, plan_stages, restore_rng_state,
-                                 ResumableSampler, SeededDataset, stage_milestones,
-                                 WarmupStepSchedule)
+from fmdepth_ros.errors import TrainingError
+from fmdepth_ros.trainer import (capture_rng_state, plan_stages, resolve_precision,
+                                 restore_rng_state, ResumableSampler, SeededDataset,
+                                 stage_milestones, WarmupStepSchedule)
 import numpy as np
 import pytest
 import torch
@@ -79,6 +80,26 @@ def test_paper_schedule_from_config():
     cpu = load_config(os.path.join(ROOT, 'config', 'synthetic_cpu.yaml'))
     assert cpu.model.depth_layers == 18 and cpu.train.num_workers == 0
     assert (cpu.model.height, cpu.model.width) == (64, 96)
+
+
+def test_step_counts_and_precision_from_config():
+    """depth_steps fixes the depth stage length and keeps the milestones' place in it."""
+    cfg = load_config(os.path.join(ROOT, 'config', 'kitti_cpu.yaml'))
+    assert cfg.train.feature_steps and cfg.train.depth_steps
+    plans = plan_stages('both', 49, cfg, None)
+    assert [(p.name, p.steps) for p in plans] == [('feature', cfg.train.feature_steps),
+                                                   ('depth', cfg.train.depth_steps)]
+    n = cfg.train.depth_steps
+    assert stage_milestones('depth', cfg, 49) == [int(n * 20 / 40), int(n * 30 / 40)]
+    assert resolve_precision('auto', False, 'cpu') == 'auto'       # measured at the first step
+    assert resolve_precision('auto', False, 'cuda') == 'fp16'
+    assert resolve_precision('fp32', True, 'cuda') == 'fp16'       # the older amp key
+    assert resolve_precision('fp32', True, 'cpu') == 'fp32'
+    assert resolve_precision('bf16', False, 'cpu') == 'bf16'
+    with pytest.raises(TrainingError, match='fp16 needs CUDA'):
+        resolve_precision('fp16', False, 'cpu')
+    with pytest.raises(TrainingError, match='one of'):
+        resolve_precision('int8', False, 'cpu')
 
 
 def test_resumable_sampler_skips_the_head_of_the_same_order():

@@ -20,9 +20,10 @@ POSE_SCALE = 0.01
 class PoseDecoder(nn.Module):
     """1x1 squeeze (C->256) + ReLU, two 3x3 convs (256) + ReLU, 1x1 -> 6, spatial mean, x0.01."""
 
-    def __init__(self, in_channels=512):
+    def __init__(self, in_channels=512, translation_scale=POSE_SCALE):
         """Build the head for the encoder's last level with ``in_channels`` channels."""
         super().__init__()
+        self.translation_scale = float(translation_scale)
         self.reduce = nn.Conv2d(in_channels, 256, 1)
         self.conv1 = nn.Conv2d(256, 256, 3, 1, 1)
         self.conv2 = nn.Conv2d(256, 256, 3, 1, 1)
@@ -34,8 +35,8 @@ class PoseDecoder(nn.Module):
         out = self.relu(self.reduce(feature))
         out = self.relu(self.conv1(out))
         out = self.relu(self.conv2(out))
-        out = self.conv3(out).mean(dim=(2, 3)) * POSE_SCALE
-        return out[:, :3], out[:, 3:]
+        out = self.conv3(out).mean(dim=(2, 3))
+        return out[:, :3] * POSE_SCALE, out[:, 3:] * self.translation_scale
 
 
 class PoseNet(nn.Module):
@@ -52,12 +53,13 @@ class PoseNet(nn.Module):
             is repeated for both frames and halved.
     """
 
-    def __init__(self, num_layers=18, input_size=(192, 640), encoder_weights=None):
+    def __init__(self, num_layers=18, input_size=(192, 640), encoder_weights=None,
+                 translation_scale=POSE_SCALE):
         """Build the 6-channel encoder and the pose head."""
         super().__init__()
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.encoder = build_resnet(num_layers, 2, encoder_weights)
-        self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1])
+        self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1], translation_scale)
 
     def _resize(self, image):
         if tuple(image.shape[-2:]) == self.input_size:

@@ -48,6 +48,7 @@ setup(
             'export = fmdepth_ros.commands.export',
             'synth = fmdepth_ros.commands.synth',
             'kitti2bag = fmdepth_ros.commands.kitti2bag',
+            'kitti2folder = fmdepth_ros.commands.kitti2folder',
             'evaluate = fmdepth_ros.ros.tools.evaluate',
             'bench = fmdepth_ros.ros.tools.bench',
             'replay = fmdepth_ros.ros.tools.replay',

@@ -3,11 +3,14 @@
 1. ``fmdepth evaluate --bag`` (:mod:`fmdepth_ros.ros.tools.evaluate`) runs the ``fmdepth`` node
    in-process on the bag (lock-step, every frame answered) and stores its depth images and
    odometry in a bag; this module reads that recording (``predictions``).
-2. Depth: the velodyne scan nearest in time to each depth image (``/velodyne_points``, within
-   ``gt_tolerance_s``) is moved into the image's optical frame with ``/tf_static`` and projected
-   with the bag's camera_info (z-buffer: nearest point per pixel) to form a sparse ground-truth
-   depth map; Eigen metrics per image (median scaling, ``max_depth`` cap, Garg crop on
-   full-size KITTI images) averaged over images (:mod:`fmdepth_ros.metrics`).
+2. Depth: when the bag has ``/ground_truth/depth`` (32FC1 metres, NaN = none, in the camera's
+   pixels: what ``fmdepth kitti2bag`` writes from a drive's ``proj_depth/velodyne_raw``), the
+   map nearest in time to each depth image (within ``gt_tolerance_s``) is the ground truth.
+   Otherwise the velodyne scan nearest in time (``/velodyne_points``) is moved into the image's
+   optical frame with ``/tf_static`` and projected with the bag's camera_info (z-buffer:
+   nearest point per pixel) to form a sparse ground-truth depth map. Eigen metrics per image
+   (median scaling, ``max_depth`` cap, Garg crop on full-size KITTI images) averaged over
+   images (:mod:`fmdepth_ros.metrics`).
 3. Odometry: the node's ``odom`` poses are matched by stamp to ``/ground_truth/odom`` (OXTS or
    synthetic poses, same tolerance), both re-expressed in the node's child frame through
    ``/tf_static`` when the frames differ, and the ATE is computed with scale alignment (the
@@ -31,6 +34,7 @@ DEPTH_TOPIC = '/fmdepth/depth/image'
 ODOM_TOPIC = '/fmdepth/odom'
 GT_ODOM_TOPIC = '/ground_truth/odom'
 VELODYNE_TOPIC = '/velodyne_points'
+GT_DEPTH_TOPIC = '/ground_truth/depth'
 KITTI_MIN_WIDTH = 1000     # Garg crop (auto) only on full-resolution KITTI-like images
 
 
@@ -53,11 +57,12 @@ class _NearestStream:
         return min(near, key=lambda b: abs(b[0] - stamp)) if near else None
 
 
-def _depth_messages(path) -> Iterator[Tuple[int, str, np.ndarray]]:
+def _depth_messages(path, topic=DEPTH_TOPIC) -> Iterator[Tuple[int, str, np.ndarray]]:
+    """(stamp ns, frame id, [H, W] float32 metres) of every depth image on ``topic``."""
     with bagio.open_bag(path) as reader:
-        conns = [c for c in reader.connections if c.topic == DEPTH_TOPIC]
+        conns = [c for c in reader.connections if c.topic == topic]
         if not conns:
-            raise BagError(f'no {DEPTH_TOPIC} in {path}: not an fmdepth record output')
+            raise BagError(f'no {topic} in {path}: not an fmdepth record output')
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
             yield bagio.stamp_to_ns(msg.header.stamp), msg.header.frame_id, image_to_depth(msg)
@@ -66,6 +71,47 @@ def _depth_messages(path) -> Iterator[Tuple[int, str, np.ndarray]]:
 def _has_topic(path, topic) -> bool:
     with bagio.open_bag(path) as reader:
         return any(c.topic == topic for c in reader.connections)
+
+
+def _score_depth(gt, pred, max_depth, garg_crop):
+    """Eigen errors and median ratio of one predicted map against a same-size GT map."""
+    gt = np.nan_to_num(gt, nan=0.0)
+    if gt.shape != pred.shape:
+        raise BagError(f'ground-truth depth is {gt.shape[1]}x{gt.shape[0]} but the node '
+                       f'published {pred.shape[1]}x{pred.shape[0]}')
+    crop = pred.shape[1] >= KITTI_MIN_WIDTH if garg_crop is None else garg_crop
+    return metrics.evaluate_depth(gt, pred, max_depth=max_depth, garg_crop=crop)
+
+
+def _summary(per_image, ratios, skipped, source) -> Dict:
+    result = metrics.mean_errors(per_image)
+    result.update(frames=len(per_image), frames_without_gt=skipped,
+                  median_scale=float(np.median(ratios)),
+                  scale_std=float(np.std(ratios) / max(np.mean(ratios), 1e-12)),
+                  ground_truth=source)
+    return result
+
+
+def evaluate_depth_against_maps(bag, predictions, tolerance_ns, max_depth=80.0,
+                                garg_crop=None) -> Optional[Dict]:
+    """Eigen metrics of the recorded depth against ``/ground_truth/depth`` (None: no maps)."""
+    if not _has_topic(bag, GT_DEPTH_TOPIC):
+        return None
+    maps = _NearestStream(((s, d) for s, _, d in _depth_messages(bag, GT_DEPTH_TOPIC)),
+                          tolerance_ns)
+    per_image, ratios, skipped = [], [], 0
+    for stamp, _, pred in _depth_messages(predictions):
+        hit = maps.lookup(stamp)
+        errors, ratio = (None, None) if hit is None else _score_depth(hit[1], pred, max_depth,
+                                                                      garg_crop)
+        if errors is None:
+            skipped += 1
+            continue
+        per_image.append(errors)
+        ratios.append(ratio)
+    if not per_image:
+        raise BagError(f'no depth image of {predictions} has a {GT_DEPTH_TOPIC} map in {bag}')
+    return _summary(per_image, ratios, skipped, GT_DEPTH_TOPIC)
 
 
 def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80.0,
@@ -95,8 +141,7 @@ def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80
         points_cam = points @ T_cam_cloud[:3, :3].T + T_cam_cloud[:3, 3]
         K = bagio._match_K(info_stamps, Ks, stamp)
         gt = project_points(points_cam, K, *pred.shape)
-        crop = pred.shape[1] >= KITTI_MIN_WIDTH if garg_crop is None else garg_crop
-        errors, ratio = metrics.evaluate_depth(gt, pred, max_depth=max_depth, garg_crop=crop)
+        errors, ratio = _score_depth(gt, pred, max_depth, garg_crop)
         if errors is None:
             skipped += 1
             continue
@@ -104,11 +149,7 @@ def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80
         ratios.append(ratio)
     if not per_image:
         raise BagError(f'no depth image of {predictions} has velodyne ground truth in {bag}')
-    result = metrics.mean_errors(per_image)
-    result.update(frames=len(per_image), frames_without_gt=skipped,
-                  median_scale=float(np.median(ratios)),
-                  scale_std=float(np.std(ratios) / max(np.mean(ratios), 1e-12)))
-    return result
+    return _summary(per_image, ratios, skipped, VELODYNE_TOPIC)
 
 
 def evaluate_odometry(bag, predictions, tolerance_ns) -> Optional[Dict]:
@@ -150,10 +191,10 @@ def format_table(result: Dict) -> str:
     if depth:
         names = metrics.DEPTH_METRICS
         lines.append('  '.join(f'{n:>8}' for n in names) + f"  ({depth['frames']} frames, "
-                     f'median scaling)')
+                     f"median scaling, vs {depth.get('ground_truth', VELODYNE_TOPIC)})")
         lines.append('  '.join(f'{depth[n]:8.4f}' for n in names))
     else:
-        lines.append('depth: no velodyne ground truth in the bag')
+        lines.append(f'depth: no {GT_DEPTH_TOPIC} or {VELODYNE_TOPIC} ground truth in the bag')
     odom = result.get('odometry')
     if odom:
         lines.append(f"ATE {odom['ate']:.4f} m (scale-aligned), {odom['ate_sim3']:.4f} m "
@@ -212,8 +253,11 @@ def evaluate_bag(checkpoint, bag, predictions, refine_steps=0, json_path=None,
               'frames_in': frames_in, 'frames_answered': frames_answered,
               'refine_steps': int(refine_steps), 'max_depth': max_depth,
               'gt_tolerance_s': gt_tolerance_s}
-    result['depth'] = evaluate_depth_against_velodyne(bag, predictions, tolerance_ns,
-                                                      max_depth, garg_crop)
+    result['depth'] = evaluate_depth_against_maps(bag, predictions, tolerance_ns, max_depth,
+                                                  garg_crop)
+    if result['depth'] is None:
+        result['depth'] = evaluate_depth_against_velodyne(bag, predictions, tolerance_ns,
+                                                          max_depth, garg_crop)
     result['odometry'] = evaluate_odometry(bag, predictions, tolerance_ns)
     log(format_table(result))
     if json_path:

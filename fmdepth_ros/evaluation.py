@@ -55,7 +55,8 @@ def predict_eval_depth(depth_net, image, gt_shape, min_depth, max_depth):
 
 
 def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
-                           median_scaling=True, scale=1.0, max_samples=None, progress=True):
+                           median_scaling=True, scale=1.0, max_samples=None, progress=True,
+                           baselines=None):
     """Eigen metrics of ``model`` on every sample of ``dataset`` that has ground truth.
 
     Args:
@@ -67,10 +68,14 @@ def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
         median_scaling, scale: per-image median scaling, else the fixed ``scale``.
         max_samples: stop after this many samples.
         progress: show a tqdm bar.
+        baselines: {name: DepthNet (eval mode, on ``device``) or None}: further rows scored
+            on the same images, always with median scaling and never refined; None is the
+            constant-depth guess (after median scaling: the median of each image's GT).
 
     Returns:
         dict of the mean metrics plus ``num_images``, ``num_skipped`` (no valid GT),
-        ``scale_ratio_median``/``scale_ratio_std`` and ``refine`` statistics.
+        ``scale_ratio_median``/``scale_ratio_std`` and ``refine`` statistics; with
+        ``baselines``, ``baselines``: {name: mean metrics and ``num_images``}.
     """
     import torch
     from tqdm import tqdm
@@ -79,7 +84,9 @@ def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
     from fmdepth_ros.metrics import evaluate_depth, mean_errors
 
     n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
+    baselines = dict(baselines or {})
     per_image, ratios, skipped = [], [], 0
+    baseline_errors = {name: [] for name in baselines}
     refine_stats = {'reverted': 0, 'loss_before': [], 'loss_after': []}
     for idx in tqdm(range(n), desc='depth', unit='img', disable=not progress, file=sys.stderr):
         gt = dataset.native_depth(idx)
@@ -108,9 +115,19 @@ def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
             continue
         per_image.append(errors)
         ratios.append(ratio)
+        for name, baseline_net in baselines.items():
+            if baseline_net is None:
+                guess = np.ones(gt.shape)
+            else:
+                guess = predict_eval_depth(baseline_net, image, gt.shape, cfg.model.min_depth,
+                                           cfg.model.max_depth)
+            baseline_errors[name].append(evaluate_depth(gt, guess, median_scaling=True)[0])
     if not per_image:
         raise ValueError('no sample had valid ground-truth depth')
     result = mean_errors(per_image)
+    if baselines:
+        result['baselines'] = {name: dict(mean_errors(rows), num_images=len(rows))
+                               for name, rows in baseline_errors.items()}
     result.update(num_images=len(per_image), num_skipped=skipped,
                   scale_ratio_median=float(np.median(ratios)),
                   scale_ratio_std=float(np.std(np.array(ratios) / np.median(ratios))))
@@ -170,6 +187,17 @@ def evaluate_trajectory(source, estimate, progress=True):
     return result
 
 
+def constant_velocity(earlier, later):
+    """Odometry baseline: 1 unit straight ahead per frame (T_earlier_later, [4, 4]).
+
+    After scale alignment this is the best straight line at constant speed, the ATE a
+    PoseNet has to beat to have learned any motion.
+    """
+    T = np.eye(4)
+    T[2, 3] = 1.0
+    return T
+
+
 def pose_sources(dataset):
     """Distinct sources of ``dataset`` that have ground-truth poses, in order."""
     seen, out = set(), []
@@ -182,13 +210,31 @@ def pose_sources(dataset):
 
 # ----------------------------------------------------------------------------- output
 
+BASELINE_LABELS = {'untrained': 'untrained', 'constant': 'constant'}
+
+
+def _ate_text(name, odo, label=None):
+    """Format one ATE line: ``ATE name: ...``, or an indented ``label: ...`` for a baseline."""
+    values = f'{odo["ate"]:.4f} m (scale-aligned), {odo["ate_sim3"]:.4f} m (Sim3)'
+    if label:
+        return f'  {label:>10}: {values}'
+    return (f'ATE {name}: {values} over {odo["num_frames"]} frames, '
+            f'{odo["trajectory_length_m"]:.1f} m')
+
+
 def format_table(results):
-    """Human-readable table of a results dict (depth metrics row, ATE rows)."""
+    """Human-readable table of a results dict (depth rows: checkpoint, baselines; ATE rows)."""
     lines = []
     depth = results.get('depth')
+    baselines = results.get('baselines') or {}
     if depth:
-        lines.append('  '.join(f'{METRIC_LABELS[k]:>9}' for k in DEPTH_METRICS))
-        lines.append('  '.join(f'{depth[k]:9.4f}' for k in DEPTH_METRICS))
+        lines.append(f'{"":>10}  ' + '  '.join(f'{METRIC_LABELS[k]:>9}' for k in DEPTH_METRICS))
+        lines.append(f'{"checkpoint":>10}  ' + '  '.join(f'{depth[k]:9.4f}'
+                                                         for k in DEPTH_METRICS))
+        for name, row in baselines.items():
+            if row.get('depth'):
+                lines.append(f'{BASELINE_LABELS.get(name, name):>10}  ' + '  '.join(
+                    f'{row["depth"][k]:9.4f}' for k in DEPTH_METRICS))
         if 'num_images' in depth:
             lines.append(f'({depth["num_images"]} images, {depth.get("num_skipped", 0)} '
                          f'without GT; median scale ratio '
@@ -199,9 +245,11 @@ def format_table(results):
             lines.append(f'online refinement: {r["steps"]} steps/sample, loss '
                          f'{r["loss_before_mean"]:.4f} -> {r["loss_after_mean"]:.4f}, '
                          f'{r["reverted"]} reverted')
+    if baselines and depth:
+        lines.append('(untrained: the same config and seed, no training; constant: one depth '
+                     'for every pixel; both median-scaled)')
     for name, odo in (results.get('odometry') or {}).items():
-        text = (f'ATE {name}: {odo["ate"]:.4f} m (scale-aligned), {odo["ate_sim3"]:.4f} m '
-                f'(Sim3) over {odo["num_frames"]} frames, {odo["trajectory_length_m"]:.1f} m')
+        text = _ate_text(name, odo)
         if 'snippet_ate_mean' in odo:
             text += (f'; 5-frame snippets {odo["snippet_ate_mean"]:.4f} '
                      f'± {odo["snippet_ate_std"]:.4f} m')
@@ -209,34 +257,70 @@ def format_table(results):
             text += (f'; KITTI segments: t_err {odo["t_err_pct"]:.2f} %, r_err '
                      f'{odo["r_err_deg_per_100m"]:.2f} deg/100 m')
         lines.append(text)
+        for base, row in baselines.items():
+            if name in (row.get('odometry') or {}):
+                label = BASELINE_LABELS.get(base, base)
+                lines.append(_ate_text(name, row['odometry'][name], label))
     return '\n'.join(lines)
+
+
+def untrained_model(cfg, device='cpu'):
+    """Build the network ``cfg`` trains from: seeded with ``cfg.train.seed``, no steps."""
+    from fmdepth_ros.checkpoint import build_model
+    from fmdepth_ros.trainer import seed_everything
+
+    seed_everything(cfg.train.seed)
+    return build_model(cfg).to(device).eval()
 
 
 def evaluate_data(model, cfg, data, split_file=None, gt_path=None, refine_steps=0,
                   device='cpu', median_scaling=True, scale=1.0, max_samples=None,
-                  intrinsics=None, odometry=True, progress=True):
-    """Depth metrics and ATE of ``model`` on the data directory ``data``; returns a dict."""
+                  intrinsics=None, odometry=True, progress=True, baselines=True):
+    """Depth metrics and ATE of ``model`` on the data directory ``data``; returns a dict.
+
+    With ``baselines`` the same images and trajectories are also scored for the untrained
+    network of ``cfg`` (:func:`untrained_model`) and for a constant guess (one depth for every
+    pixel; one unit straight ahead per frame, :func:`constant_velocity`): ``results['baselines']
+    = {'untrained': {'depth', 'odometry'}, 'constant': {'depth', 'odometry'}}``. The untrained
+    row costs one more forward pass per image and per frame pair; the constant row nothing.
+    """
     from fmdepth_ros.data import make_dataset
 
     dataset = make_dataset(data, cfg, split='test', split_file=split_file, gt_path=gt_path,
                            intrinsics=intrinsics)
     results = {}
+    untrained = untrained_model(cfg, device) if baselines else None
     has_gt = any(src.has_depth(i) for src, i in dataset.samples)
     if has_gt:
         results['depth'] = evaluate_depth_dataset(
             model, cfg, dataset, refine_steps=refine_steps, device=device,
             median_scaling=median_scaling, scale=scale, max_samples=max_samples,
-            progress=progress)
+            progress=progress,
+            baselines={'untrained': untrained.depth_net, 'constant': None} if baselines else None)
     sources = pose_sources(dataset) if odometry else []
     if sources:
         from fmdepth_ros.runtime.inference import PoseEstimator
 
-        estimator = PoseEstimator(model.pose_net, cfg, device=device)
-        results['odometry'] = {
-            os.path.basename(os.path.normpath(src.name)) or src.name:
-                evaluate_trajectory(src, estimator.estimate, progress=progress)
-            for src in sources}
+        estimators = {'checkpoint': PoseEstimator(model.pose_net, cfg, device=device).estimate}
+        if baselines:
+            estimators['untrained'] = PoseEstimator(untrained.pose_net, cfg,
+                                                    device=device).estimate
+            estimators['constant'] = constant_velocity
+        odometry_rows = {name: {} for name in estimators}
+        for src in sources:
+            label = os.path.basename(os.path.normpath(src.name)) or src.name
+            for name, estimate in estimators.items():
+                odometry_rows[name][label] = evaluate_trajectory(src, estimate,
+                                                                 progress=progress)
+        results['odometry'] = odometry_rows['checkpoint']
     if not results:
         raise ValueError(f'{data}: no ground truth to evaluate against (no depth maps or '
                          'velodyne scans, and no poses.txt)')
+    if baselines:
+        results['baselines'] = {
+            name: {'depth': (results.get('depth') or {}).get('baselines', {}).get(name),
+                   'odometry': odometry_rows[name] if sources else None}
+            for name in ('untrained', 'constant')}
+        if 'depth' in results:
+            results['depth'].pop('baselines', None)
     return results

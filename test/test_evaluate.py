@@ -138,6 +138,35 @@ def test_cli_writes_json_and_table(setup, capsys):
     assert data['odometry']['seq']['num_frames'] == 6
     assert np.isfinite(data['odometry']['seq']['ate'])
     assert format_table(data).splitlines()[0].split()[0] == 'AbsRel'
+    # Baselines (on by default): the checkpoint is the untrained net of its config and seed,
+    # so its row and the untrained row agree (an untrained net is nearly constant, too).
+    rows = [line.split()[0] for line in text.splitlines()[1:4]]
+    assert rows == ['checkpoint', 'untrained', 'constant']
+    untrained, constant = data['baselines']['untrained'], data['baselines']['constant']
+    assert untrained['depth']['abs_rel'] == pytest.approx(data['depth']['abs_rel'], rel=1e-6)
+    assert untrained['odometry']['seq']['ate'] == pytest.approx(
+        data['odometry']['seq']['ate'], rel=1e-6)
+    assert constant['depth']['num_images'] == 2
+    assert np.isfinite(constant['odometry']['seq']['ate'])
+    assert 'baselines' not in data['depth']
+
+
+def test_cli_without_baselines(setup, capsys):
+    """--no-baselines prints and stores the checkpoint's rows only."""
+    torch.set_num_threads(1)
+    out = setup['tmp'] / 'res' / 'plain.json'
+    assert cli_main(['evaluate', '--checkpoint', str(setup['ckpt']), '--data',
+                     str(setup['data']), '--json', str(out), '--device', 'cpu',
+                     '--max-samples', '1', '--no-baselines', '--no-odometry']) == 0
+    assert 'untrained' not in capsys.readouterr().out
+    assert 'baselines' not in json.loads(out.read_text())
+
+
+def test_constant_depth_baseline_is_the_median_guess():
+    """After median scaling the constant guess predicts each image's GT median everywhere."""
+    gt = np.array([[2.0, 4.0], [8.0, 0.0]])
+    errors, _ = evaluate_depth(gt, np.ones(gt.shape), garg_crop=False)
+    assert errors['abs_rel'] == pytest.approx(np.mean(np.abs(gt[gt > 0] - 4.0) / gt[gt > 0]))
 
 
 def test_cli_errors(setup, tmp_path, capsys):

@@ -253,3 +253,159 @@ def test_overwrite_replaces_the_bag(drive, tmp_path):
     with AnyReader([out]) as reader:
         assert '/velodyne_points' not in {c.topic for c in reader.connections}
     assert sorted(p.name for p in tmp_path.iterdir()) == ['bag']
+
+
+def _layout_without_stamps_and_oxts(drive, root, frames):
+    """Copy ``drive`` in the shared city drive's layout.
+
+    The first ``frames`` images with a proj_depth map each, no timestamps.txt anywhere, no
+    OXTS, velodyne scans for frames 0-1.
+    """
+    date = root / drive.parent.name
+    new = date / drive.name
+    (new / 'image_02' / 'data').mkdir(parents=True)
+    (new / 'velodyne_points' / 'data').mkdir(parents=True)
+    proj = new / 'proj_depth' / 'velodyne_raw' / 'image_02'
+    proj.mkdir(parents=True)
+    for calib in drive.parent.glob('calib_*.txt'):
+        shutil.copy(calib, date / calib.name)
+    for k in range(frames):
+        name = f'{k:010d}'
+        shutil.copy(drive / 'image_02' / 'data' / f'{name}.png',
+                    new / 'image_02' / 'data' / f'{name}.png')
+        depth = np.zeros((32, 96), np.uint16)
+        depth[k, 2 * k] = 256 * (k + 1)              # (k + 1) m at pixel (k, 2k)
+        cv2.imwrite(str(proj / f'{name}.png'), depth)
+        if k < 2:
+            shutil.copy(drive / 'velodyne_points' / 'data' / f'{name}.bin',
+                        new / 'velodyne_points' / 'data' / f'{name}.bin')
+    return new
+
+
+def test_drive_without_timestamps_and_oxts(drive, tmp_path, capsys):
+    """One warning each, 10 Hz stamps from the date, no odometry, proj_depth as GT depth."""
+    new = _layout_without_stamps_and_oxts(drive, tmp_path / 'raw', 4)
+    out = tmp_path / 'bag'
+    assert main(['kitti2bag', str(new), str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count('warning') == 3
+    assert 'image_02/timestamps.txt not found' in err and 'oxts not found' in err
+    assert 'velodyne_points/timestamps.txt not found: 2 scans' in err
+    with AnyReader([out]) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+    assert '/ground_truth/odom' not in counts
+    assert counts['/ground_truth/depth'] == 4 and counts['/velodyne_points'] == 2
+    midnight = 1316995200 * 1_000_000_000                   # 2011-09-26 00:00:00 UTC
+    frames = list(bagio.read_bag_frames(out))
+    assert [f.stamp_ns for f in frames] == [midnight + k * 100_000_000 for k in range(4)]
+    from fmdepth_ros.bag_eval import GT_DEPTH_TOPIC, _depth_messages
+    maps = list(_depth_messages(out, GT_DEPTH_TOPIC))
+    assert [s for s, _, _ in maps] == [f.stamp_ns for f in frames]
+    for k, (_, frame_id, depth) in enumerate(maps):
+        assert frame_id == 'camera_optical' and depth.dtype == np.float32
+        assert depth[k, 2 * k] == k + 1 and np.isnan(depth).sum() == depth.size - 1
+    clouds = [s for s, _, _ in bagio.read_point_clouds(out, '/velodyne_points')]
+    assert clouds == [f.stamp_ns for f in frames[:2]]
+
+
+def test_bag_evaluation_scores_against_the_depth_maps(drive, tmp_path):
+    """Bag evaluation scores against /ground_truth/depth when the bag has it.
+
+    The maps themselves score AbsRel 0, a copy with a horizontal ramp its error (a global
+    scale would vanish in the median scaling).
+    """
+    from fmdepth_ros.bag_eval import evaluate_depth_against_maps
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import get_typestore, Stores
+
+    bag = tmp_path / 'bag'
+    assert main(['kitti2bag', str(drive), str(bag)]) == 0
+    # The synthetic drive has no proj_depth: add it from the velodyne projection.
+    from fmdepth_ros.bag_eval import GT_DEPTH_TOPIC
+    with AnyReader([bag]) as reader:
+        assert GT_DEPTH_TOPIC not in {c.topic for c in reader.connections}
+    proj = drive / 'proj_depth' / 'velodyne_raw' / 'image_02'
+    proj.mkdir(parents=True, exist_ok=True)
+    truth = []
+    for k in range(NUM_FRAMES):
+        depth = kitti_calib.velodyne_to_depth(
+            drive / 'velodyne_points' / 'data' / f'{k:010d}.bin', drive.parent, (32, 96),
+            velodyne_depth=False)
+        cv2.imwrite(str(proj / f'{k:010d}.png'), np.round(depth * 256).astype(np.uint16))
+        truth.append(np.round(depth * 256) / 256)
+    try:
+        bag2 = tmp_path / 'bag2'
+        assert main(['kitti2bag', str(drive), str(bag2)]) == 0
+    finally:
+        shutil.rmtree(drive / 'proj_depth')
+    stamps = [f.stamp_ns for f in bagio.read_bag_frames(bag2)]
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    make = kitti2bag.MessageFactory(typestore)
+    for name, transform in (('exact', lambda d, k: d), ('ramp', lambda d, k: d * (
+            1.0 + 0.5 * (np.arange(96) / 95.0))[None, :])):
+        pred_bag = tmp_path / name
+        with Writer(pred_bag, version=8) as writer:
+            conn = writer.add_connection('/fmdepth/depth/image', 'sensor_msgs/msg/Image',
+                                         typestore=typestore)
+            for k, stamp in enumerate(stamps):
+                pred = transform(np.where(truth[k] > 0, truth[k], 5.0), k).astype(np.float32)
+                writer.write(conn, stamp, typestore.serialize_cdr(
+                    make.depth_image(stamp, 'camera_optical', pred), conn.msgtype))
+        result = evaluate_depth_against_maps(bag2, pred_bag, tolerance_ns=10_000_000,
+                                             garg_crop=False)
+        assert result['frames'] == NUM_FRAMES and result['ground_truth'] == GT_DEPTH_TOPIC
+        if name == 'exact':
+            assert result['abs_rel'] < 1e-6 and result['a1'] == 1.0
+        else:
+            assert 0.05 < result['abs_rel'] < 0.3
+
+
+CITY = ('/work/shared/data/kitti_raw_2011_09_26_city_78/2011_09_26/'
+        '2011_09_26_drive_city_sync')
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__('os').path.isdir(CITY),
+                    reason='the shared KITTI city drive (../shared/data) is absent')
+def test_real_city_drive_to_bag(tmp_path):
+    """Five frames of the real city drive: warnings, 10 Hz stamps, LiDAR depth as GT maps."""
+    root = tmp_path / 'raw' / '2011_09_26'
+    new = root / '2011_09_26_drive_city_sync'
+    for calib in ('calib_cam_to_cam.txt', 'calib_velo_to_cam.txt', 'calib_imu_to_velo.txt'):
+        (root).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f'{CITY}/../{calib}', root / calib)
+    for sub in ('image_02/data', 'proj_depth/velodyne_raw/image_02', 'velodyne_points/data'):
+        (new / sub).mkdir(parents=True)
+    for k in range(5):
+        for sub, ext in (('image_02/data', 'png'), ('proj_depth/velodyne_raw/image_02', 'png'),
+                         ('velodyne_points/data', 'bin')):
+            shutil.copy(f'{CITY}/{sub}/{k:010d}.{ext}', new / sub / f'{k:010d}.{ext}')
+    warnings = []
+    drive = kitti2bag.open_drive(new, 2, log=warnings.append)
+    assert len(warnings) == 3 and drive.warnings == warnings
+    assert [w.split(' not found')[0].rsplit('/', 2)[-2:] for w in warnings] == [
+        ['image_02', 'timestamps.txt'], ['2011_09_26_drive_city_sync', 'oxts'],
+        ['velodyne_points', 'timestamps.txt']]
+    out = tmp_path / 'city_bag'
+    kitti2bag.write_bag(drive, out)
+    frames = list(bagio.read_bag_frames(out))
+    stamps = [f.stamp_ns for f in frames]
+    assert len(frames) == 5 and np.all(np.diff(stamps) == 100_000_000)
+    assert frames[0].image.shape == (375, 1242, 3)
+    np.testing.assert_allclose(frames[0].K[0, 0], 721.5377)
+    from fmdepth_ros.bag_eval import GT_DEPTH_TOPIC, _depth_messages
+    for k, (stamp, _, depth) in enumerate(_depth_messages(out, GT_DEPTH_TOPIC)):
+        raw = cv2.imread(f'{CITY}/proj_depth/velodyne_raw/image_02/{k:010d}.png', -1)
+        assert stamp == stamps[k]
+        assert np.array_equal(np.isnan(depth), raw == 0) and (raw > 0).sum() > 10000
+        np.testing.assert_allclose(depth[raw > 0], raw[raw > 0] / 256.0)
+        # The scans of the drive project onto the same pixels (round() - 1, camera z-depth).
+        if k == 0:
+            scan = kitti_calib.velodyne_to_depth(f'{CITY}/velodyne_points/data/{k:010d}.bin',
+                                                 root, raw.shape, velodyne_depth=False,
+                                                 pixel_offset=-1)
+            both = (scan > 0) & (raw > 0)
+            assert both.sum() > 0.95 * (raw > 0).sum()
+            np.testing.assert_allclose(scan[both], raw[both] / 256.0, atol=0.01)
+    with AnyReader([out]) as reader:
+        assert '/ground_truth/odom' not in {c.topic for c in reader.connections}

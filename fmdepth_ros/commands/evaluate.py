@@ -4,6 +4,7 @@ The ROS tools layer registers ``evaluate`` (:mod:`fmdepth_ros.ros.tools.evaluate
 ``--bag`` (the node run on a bag) and hands ``--data`` to :func:`run` here.
 """
 
+import argparse
 import os
 import sys
 import time
@@ -52,6 +53,12 @@ def add_common_arguments(parser):
                         metavar=('FX', 'FY', 'CX', 'CY'),
                         help='intrinsics of a folder of frames without calibration file')
     parser.add_argument('--no-odometry', action='store_true', help='skip the ATE evaluation')
+    parser.add_argument('--baselines', action=argparse.BooleanOptionalAction, default=True,
+                        help='also score the untrained network of the same config and seed and '
+                             'a constant guess (depth: one value per image after median '
+                             'scaling; odometry: straight ahead at constant speed) in the same '
+                             'table (default on; costs one more forward pass per image and '
+                             'frame pair)')
 
 
 def _resolve_device(requested):
@@ -102,7 +109,8 @@ def run(args):
             refine_steps=args.refine_steps, device=device,
             median_scaling=args.scaling == 'median', scale=args.scale,
             max_samples=args.max_samples, intrinsics=args.intrinsics,
-            odometry=not args.no_odometry, progress=sys.stderr.isatty())
+            odometry=not args.no_odometry, progress=sys.stderr.isatty(),
+            baselines=args.baselines)
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc).splitlines()[0]) from None
     results.update(checkpoint=os.path.abspath(args.checkpoint), step=info.get('step', 0),

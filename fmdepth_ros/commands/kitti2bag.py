@@ -1,6 +1,7 @@
 """``fmdepth kitti2bag``: KITTI raw drive -> rosbag2 bag (:mod:`fmdepth_ros.data.kitti2bag`)."""
 
 from pathlib import Path
+import sys
 
 from fmdepth_ros.data.kitti2bag import COMPRESSED_TOPIC, open_drive, write_bag
 from fmdepth_ros.errors import CliError
@@ -26,6 +27,8 @@ def configure_parser(parser):
                         help='with --compressed: re-encode as JPEG of quality Q (1-100)')
     parser.add_argument('--no-velodyne', action='store_true', help='skip the velodyne scans')
     parser.add_argument('--no-oxts', action='store_true', help='skip the OXTS ground truth')
+    parser.add_argument('--no-depth', action='store_true',
+                        help='skip the proj_depth/velodyne_raw ground-truth depth maps')
     parser.add_argument('--overwrite', action='store_true', help='replace OUT_BAG if it exists')
 
 
@@ -40,7 +43,9 @@ def run(args) -> int:
         if not args.overwrite:
             raise CliError(f'{out_bag} exists (use --overwrite to replace it)')
     drive = open_drive(args.drive_dir, args.camera, velodyne=not args.no_velodyne,
-                       oxts=not args.no_oxts)
+                       oxts=not args.no_oxts, depth=not args.no_depth,
+                       log=lambda text: print(f'fmdepth kitti2bag: warning: {text}',
+                                              file=sys.stderr))
 
     def progress(done, total):
         if done % 100 == 0 and done < total:

@@ -14,13 +14,23 @@ calibration files in the parent folder (``calib_cam_to_cam.txt``, ``calib_velo_t
 * ``/ground_truth/odom``: nav_msgs/Odometry ``world`` -> ``base_link``, the OXTS pose relative
   to the first one (KITTI devkit Mercator conversion), body-frame twist from the OXTS packet.
 * ``/velodyne_points``: sensor_msgs/PointCloud2 (x, y, z, intensity float32), frame ``velodyne``.
+* ``/ground_truth/depth``: sensor_msgs/Image 32FC1, metres, NaN = no measurement, frame
+  ``camera_optical``, stamped as its image: the drive's ``proj_depth/velodyne_raw/image_0X``
+  maps (LiDAR projected into the camera; KITTI depth-benchmark layout) when it has them.
+  ``fmdepth evaluate --bag`` scores against this topic when present, else against
+  ``/velodyne_points``.
 
 Every message is logged at its header stamp (the drive's ``timestamps.txt``); camera_info shares
-the image's stamp. The bag is written to a temporary folder and renamed into place when complete.
+the image's stamp. A drive without an image ``timestamps.txt`` gets 10 Hz stamps (frame index x
+0.1 s from midnight UTC of the drive's date), and its velodyne scans without one the stamp of
+the image of the same frame index; a drive without OXTS has no ``/ground_truth/odom``. Each of
+these is reported once through the ``log`` callable of :func:`open_drive`. The bag is written to
+a temporary folder and renamed into place when complete.
 """
 
 import calendar
 from dataclasses import dataclass, field
+import logging
 import os
 from pathlib import Path
 import shutil
@@ -43,7 +53,11 @@ INFO_TOPIC = '/camera/camera_info'
 TF_STATIC_TOPIC = '/tf_static'
 ODOM_TOPIC = '/ground_truth/odom'
 VELODYNE_TOPIC = '/velodyne_points'
+GT_DEPTH_TOPIC = '/ground_truth/depth'
 BAG_VERSION = 8                  # rosbag2 metadata version 8 (Jazzy and newer read it)
+DEFAULT_PERIOD_NS = 100_000_000  # KITTI raw is recorded at 10 Hz
+DEPTH_PNG_SCALE = 256.0          # proj_depth PNGs: uint16 metres * 256, 0 = no point
+LOGGER = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- KITTI text files
@@ -125,6 +139,24 @@ class KittiDrive:
     oxts_stamps: List[int] = field(default_factory=list)
     velodyne_paths: List[Path] = field(default_factory=list)
     velodyne_stamps: List[int] = field(default_factory=list)
+    depth_paths: List[Path] = field(default_factory=list)
+    depth_stamps: List[int] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+
+def _frame_index(path: Path, position: int) -> int:
+    """KITTI frame number from a ``0000000042.png`` name (else the position in the listing)."""
+    return int(path.stem) if path.stem.isdigit() else position
+
+
+def default_stamps(drive_dir: Path, paths) -> List[int]:
+    """10 Hz stamps (ns) by frame index, from midnight UTC of the drive's date folder name."""
+    try:
+        start = calendar.timegm(time.strptime(drive_dir.name[:10], '%Y_%m_%d'))
+    except ValueError:
+        start = 0
+    return [start * 1_000_000_000 + _frame_index(p, i) * DEFAULT_PERIOD_NS
+            for i, p in enumerate(paths)]
 
 
 def _sensor_files(folder: Path, pattern: str, name: str):
@@ -136,31 +168,83 @@ def _sensor_files(folder: Path, pattern: str, name: str):
     return files, stamps
 
 
-def open_drive(drive_dir, camera: int = 2, velodyne: bool = True, oxts: bool = True) -> KittiDrive:
-    """Locate the images, timestamps, calibration and (optional) OXTS / velodyne data of a drive.
+def open_drive(drive_dir, camera: int = 2, velodyne: bool = True, oxts: bool = True,
+               depth: bool = True, log=LOGGER.warning) -> KittiDrive:
+    """Locate the images, timestamps, calibration and optional OXTS / velodyne / depth of a drive.
+
+    A missing image ``timestamps.txt`` (10 Hz stamps), missing OXTS (no odometry ground truth)
+    and velodyne scans without ``timestamps.txt`` (stamps of the images of the same frame
+    index) are reported once each through ``log(message)`` and kept in ``drive.warnings``.
 
     Raises:
         DataError: a required folder or file is missing, or timestamps do not match the files.
     """
     drive_dir = Path(drive_dir)
+    warnings = []
+
+    def warn(message):
+        warnings.append(message)
+        log(message)
+
     if not drive_dir.is_dir():
         raise DataError(f'drive folder not found: {drive_dir}')
     image_dir = drive_dir / f'image_0{camera}'
     if not (image_dir / 'data').is_dir():
         raise DataError(f'camera folder not found: {image_dir / "data"}')
-    images, stamps = _sensor_files(image_dir, '*.png', 'image')
+    if (image_dir / 'timestamps.txt').is_file():
+        images, stamps = _sensor_files(image_dir, '*.png', 'image')
+    else:
+        images = sorted((image_dir / 'data').glob('*.png'))
+        stamps = default_stamps(drive_dir, images)
+        if images:
+            warn(f'{image_dir / "timestamps.txt"} not found: stamping the images at 10 Hz '
+                 '(frame index x 0.1 s)')
     if not images:
         raise DataError(f'no PNG images in {image_dir / "data"}')
     if any(b <= a for a, b in zip(stamps, stamps[1:])):
         raise DataError(f'{image_dir / "timestamps.txt"}: timestamps are not increasing')
     drive = KittiDrive(drive_dir, camera, images, stamps,
                        load_calibration(drive_dir.resolve().parent, camera))
+    drive.warnings = warnings
     if oxts and (drive_dir / 'oxts' / 'data').is_dir():
         drive.oxts_paths, drive.oxts_stamps = _sensor_files(drive_dir / 'oxts', '*.txt', 'OXTS')
-    if velodyne and (drive_dir / 'velodyne_points' / 'data').is_dir():
-        drive.velodyne_paths, drive.velodyne_stamps = _sensor_files(
-            drive_dir / 'velodyne_points', '*.bin', 'velodyne')
+    elif oxts:
+        warn(f'{drive_dir / "oxts"} not found: the bag has no {ODOM_TOPIC} (no odometry '
+             'ground truth)')
+    stamp_of_frame = {_frame_index(p, i): s for i, (p, s) in enumerate(zip(images, stamps))}
+    velo_dir = drive_dir / 'velodyne_points'
+    if velodyne and (velo_dir / 'data').is_dir():
+        if (velo_dir / 'timestamps.txt').is_file():
+            drive.velodyne_paths, drive.velodyne_stamps = _sensor_files(
+                velo_dir, '*.bin', 'velodyne')
+        else:
+            scans = sorted((velo_dir / 'data').glob('*.bin'))
+            drive.velodyne_paths = [p for i, p in enumerate(scans)
+                                    if _frame_index(p, i) in stamp_of_frame]
+            drive.velodyne_stamps = [stamp_of_frame[_frame_index(p, i)]
+                                     for i, p in enumerate(scans)
+                                     if _frame_index(p, i) in stamp_of_frame]
+            if scans:
+                warn(f'{velo_dir / "timestamps.txt"} not found: {len(drive.velodyne_paths)} '
+                     'scans take the stamps of the images with their frame index')
+    depth_dir = drive_dir / 'proj_depth' / 'velodyne_raw' / f'image_0{camera}'
+    if depth and depth_dir.is_dir():
+        for path, stamp in zip(images, stamps):
+            if (depth_dir / path.name).is_file():
+                drive.depth_paths.append(depth_dir / path.name)
+                drive.depth_stamps.append(stamp)
     return drive
+
+
+def read_depth_png(path: Path) -> np.ndarray:
+    """KITTI depth PNG (uint16, metres * 256, 0 = none) -> [H, W] float32 metres, NaN = none."""
+    import cv2
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
+        raise DataError(f'{path}: not a 16-bit single-channel depth PNG')
+    depth = raw.astype(np.float32) / DEPTH_PNG_SCALE
+    depth[raw == 0] = np.nan
+    return depth
 
 
 def read_oxts(paths) -> np.ndarray:
@@ -199,6 +283,14 @@ class MessageFactory:
             header=self.header(stamp_ns, frame_id), height=image.shape[0], width=image.shape[1],
             encoding='mono8' if channels == 1 else 'rgb8', is_bigendian=0,
             step=image.shape[1] * channels, data=image.reshape(-1))
+
+    def depth_image(self, stamp_ns, frame_id, depth: np.ndarray):
+        """sensor_msgs/Image 32FC1 (little-endian) from [H, W] float32 metres (NaN = none)."""
+        depth = np.ascontiguousarray(depth, dtype='<f4')
+        return self.types['sensor_msgs/msg/Image'](
+            header=self.header(stamp_ns, frame_id), height=depth.shape[0],
+            width=depth.shape[1], encoding='32FC1', is_bigendian=0, step=depth.shape[1] * 4,
+            data=depth.view(np.uint8).reshape(-1))
 
     def compressed_image(self, stamp_ns, frame_id, data: bytes, fmt: str):
         """sensor_msgs/CompressedImage holding encoded bytes (``fmt`` 'png' or 'jpeg')."""
@@ -299,8 +391,9 @@ def _events(drive: KittiDrive):
     events = [(drive.image_stamps[0], 0, 'tf_static', 0)]
     for i, stamp in enumerate(drive.image_stamps):
         events += [(stamp, 1, 'info', i), (stamp, 2, 'image', i)]
-    events += [(s, 3, 'odom', i) for i, s in enumerate(drive.oxts_stamps)]
-    events += [(s, 4, 'velodyne', i) for i, s in enumerate(drive.velodyne_stamps)]
+    events += [(s, 3, 'depth', i) for i, s in enumerate(drive.depth_stamps)]
+    events += [(s, 4, 'odom', i) for i, s in enumerate(drive.oxts_stamps)]
+    events += [(s, 5, 'velodyne', i) for i, s in enumerate(drive.velodyne_stamps)]
     return sorted(events)
 
 
@@ -347,6 +440,8 @@ def write_bag(drive: KittiDrive, out_bag, storage: str = 'mcap', compressed: boo
                 conns['odom'] = connect(ODOM_TOPIC, 'nav_msgs/msg/Odometry')
             if drive.velodyne_paths:
                 conns['velodyne'] = connect(VELODYNE_TOPIC, 'sensor_msgs/msg/PointCloud2')
+            if drive.depth_paths:
+                conns['depth'] = connect(GT_DEPTH_TOPIC, 'sensor_msgs/msg/Image')
 
             for stamp, _, kind, i in _events(drive):
                 if kind == 'tf_static':
@@ -375,6 +470,13 @@ def write_bag(drive: KittiDrive, out_bag, storage: str = 'mcap', compressed: boo
                             msg = make.image(stamp, CAMERA_FRAME, image)
                     if progress:
                         progress(i + 1, len(drive.image_paths))
+                elif kind == 'depth':
+                    depth = read_depth_png(drive.depth_paths[i])
+                    if depth.shape != (height, width):
+                        raise DataError(f'{drive.depth_paths[i]}: size {depth.shape[1]}x'
+                                        f'{depth.shape[0]} differs from the images '
+                                        f'({width}x{height})')
+                    msg = make.depth_image(stamp, CAMERA_FRAME, depth)
                 elif kind == 'odom':
                     row = oxts[i]
                     msg = make.odometry(stamp, WORLD_FRAME, BASE_FRAME, poses[i],

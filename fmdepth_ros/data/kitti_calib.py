@@ -123,7 +123,7 @@ def read_velodyne(path) -> np.ndarray:
     return data.reshape(-1, 4)
 
 
-def project_points(points_cam, K, height, width, values=None) -> np.ndarray:
+def project_points(points_cam, K, height, width, values=None, pixel_offset=0) -> np.ndarray:
     """Sparse depth map [H, W] float32 (0 = no point) from camera-frame points.
 
     Args:
@@ -131,6 +131,9 @@ def project_points(points_cam, K, height, width, values=None) -> np.ndarray:
         K: [3, 3] intrinsics in pixels of the H x W image.
         height, width: image size in pixels.
         values: [N] value stored per point (default: its z-depth in metres).
+        pixel_offset: added to the rounded pixel coordinates; -1 is Monodepth2's
+            ``round() - 1`` convention (MATLAB's 1-based pixels), which the KITTI
+            ``proj_depth/velodyne_raw`` maps follow.
 
     Pixel centres are at integer coordinates; points with z <= 1e-6 are dropped; where several
     points fall into one pixel the smallest value (the nearest point) wins.
@@ -141,8 +144,8 @@ def project_points(points_cam, K, height, width, values=None) -> np.ndarray:
     front = z > 1e-6
     uvw = points_cam[front] @ np.asarray(K, dtype=np.float64).T
     z, values = z[front], values[front]
-    u = np.round(uvw[:, 0] / z).astype(np.int64)
-    v = np.round(uvw[:, 1] / z).astype(np.int64)
+    u = np.round(uvw[:, 0] / z).astype(np.int64) + int(pixel_offset)
+    v = np.round(uvw[:, 1] / z).astype(np.int64) + int(pixel_offset)
     inside = (u >= 0) & (u < width) & (v >= 0) & (v < height) & (values > 0)
     depth = np.full((int(height), int(width)), np.inf)
     np.minimum.at(depth, (v[inside], u[inside]), values[inside])
@@ -150,7 +153,8 @@ def project_points(points_cam, K, height, width, values=None) -> np.ndarray:
     return depth.astype(np.float32)
 
 
-def velodyne_to_depth(points, calib_dir, image_shape, cam=2, velodyne_depth=True) -> np.ndarray:
+def velodyne_to_depth(points, calib_dir, image_shape, cam=2, velodyne_depth=True,
+                      pixel_offset=0) -> np.ndarray:
     """Project a velodyne scan into rectified camera ``cam`` as a sparse depth map.
 
     Args:
@@ -160,6 +164,9 @@ def velodyne_to_depth(points, calib_dir, image_shape, cam=2, velodyne_depth=True
         cam: 2 (left colour) or 3 (right colour).
         velodyne_depth: store the velodyne forward coordinate x as depth (what the standard
             Eigen / Monodepth2 ground truth stores); False stores the camera z-depth.
+        pixel_offset: see :func:`project_points`; ``velodyne_depth=False, pixel_offset=-1``
+            reproduces a drive's ``proj_depth/velodyne_raw`` maps (camera z-depth, Monodepth2
+            pixels: within 1 mm on every shared pixel of the city drive's scans).
 
     Returns:
         [H, W] float32 depth in metres, 0 where no point projects; the nearest point wins.
@@ -171,4 +178,5 @@ def velodyne_to_depth(points, calib_dir, image_shape, cam=2, velodyne_depth=True
     cal = load_calibration(calib_dir, cam, imu=False)
     points_cam = points[:, :3] @ cal.T_cam_velo[:3, :3].T + cal.T_cam_velo[:3, 3]
     return project_points(points_cam, cal.K, int(image_shape[0]), int(image_shape[1]),
-                          values=points[:, 0] if velodyne_depth else None)
+                          values=points[:, 0] if velodyne_depth else None,
+                          pixel_offset=pixel_offset)

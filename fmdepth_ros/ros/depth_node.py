@@ -20,6 +20,14 @@ image's header (never ``now()``):
   base_frame -> camera optical frame from /tf_static or ``base_to_camera``;
 * ``/diagnostics``: rate, latency, device, refinement state, input problems.
 
+Lifecycle (a managed ``rclpy`` LifecycleNode; ``autostart`` true configures and activates it at
+start, so ``ros2 run`` / ``ros2 launch`` behave as a plain node): ``configure`` loads weights and
+config and builds the predictors (a bad file: FAILURE with a one-line reason, the node stays
+unconfigured); ``activate`` creates the input subscriptions and starts the threads;
+``deactivate`` removes the subscriptions, lets the queued frames finish and stops the threads,
+so nothing is published while inactive (the outputs are lifecycle publishers too); ``cleanup``
+frees the networks (and cached CUDA memory); ``shutdown`` does what is still needed of both.
+
 Threads: the image subscription's callback only queues the message (its own
 MutuallyExclusive callback group); conversion, inference and publishing run on the node's
 ``fmdepth-inference`` thread, in arrival order, from a queue of ``queue_size`` frames that drops
@@ -53,7 +61,7 @@ from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
@@ -64,25 +72,59 @@ RUNTIME_REFINE = {'refine': 'enabled', 'refine_iterations': 'iterations', 'refin
                   'refine_target': 'target', 'refine_guard': 'guard'}
 
 
-class DepthNode(Node):
+class DepthNode(LifecycleNode):
     """The ``fmdepth`` node.
 
     ``DepthNode(**kwargs)`` forwards kwargs (context, parameter_overrides, namespace...) to
-    ``rclpy.node.Node``. Raises :class:`StartupError` on bad weights/config.
+    ``rclpy.lifecycle.LifecycleNode``. With ``autostart`` (default) it raises
+    :class:`StartupError` on bad weights/config.
     """
 
     def __init__(self, **kwargs):
-        """Declare parameters, load the networks, create topics, start refinement."""
+        """Declare parameters and the outputs; with ``autostart``, configure and activate.
+
+        With ``autostart`` a failed configure raises :class:`StartupError` (one line), as a
+        plain node would; without it the node waits, unconfigured, for a lifecycle manager.
+        """
         super().__init__('fmdepth', **kwargs)
         node_params.declare_all(self)
         # {parameter name: current value}, updated by the parameter callback
         self.params = {p.name: self.get_parameter(p.name).value for p in node_params.PARAMS}
-        reason = node_params.validate(self.params)
-        if reason:
-            raise StartupError(f'invalid parameters: {reason}')
         self.warnings = WarningThrottle(self.get_logger(), self.params['warning_period'])
         self.stats = NodeStats()
-        self._setup_networks()
+        self.predictor = self.pose_estimator = self.refiner = self.scaler = None
+        self.frames = None
+        self.configure_error = None
+        self._inputs = []
+        self._diag_timer = None
+        self._setup_outputs()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+        self._autostarting = bool(self.params['autostart'])
+        if self._autostarting:
+            configured = self.trigger_configure()
+            self._autostarting = False
+            if configured != TransitionCallbackReturn.SUCCESS:
+                raise StartupError(self.configure_error or 'configure failed')
+            self.trigger_activate()
+
+    # -------------------------------------------------------------------------- lifecycle
+    def on_configure(self, state):
+        """Load weights/config and build the predictors; FAILURE (one-line reason) if bad."""
+        self.params = {p.name: self.get_parameter(p.name).value for p in node_params.PARAMS}
+        try:
+            reason = node_params.validate(self.params)
+            if reason:
+                raise StartupError(f'invalid parameters: {reason}')
+            self._setup_networks()
+        except Exception as exc:  # noqa: BLE001 - a failed configure reports, never raises
+            self.configure_error = (str(exc) if isinstance(exc, StartupError)
+                                    else f'{type(exc).__name__}: {exc}')
+            if not self._autostarting:      # autostart: StartupError carries the line
+                self.get_logger().error(f'configure failed: {self.configure_error}')
+            self._free_networks()
+            return TransitionCallbackReturn.FAILURE
+        self.configure_error = None
         self.scaler = DepthScaler(self.params['scale_mode'], self.params['scale_factor'],
                                   self.params['camera_height'])
         self.window = FrameWindow(self.params['frame_ids'])
@@ -97,12 +139,6 @@ class DepthNode(Node):
         # _convert_and_process catches and reports every error of a frame: no on_error needed
         self.frames = BoundedWorker(self._process_queued, int(self.params['queue_size']),
                                     'fmdepth-inference')
-        self._setup_topics()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(self._after_set_parameters)
-        self.frames.start()
-        if self.params['refine']:
-            self.refiner.start()
         opts = self.inference_options
         self.get_logger().info(
             f'fmdepth ready: {self.cfg.model.width}x{self.cfg.model.height} network input on '
@@ -113,6 +149,54 @@ class DepthNode(Node):
             + f', {self.cpu_threads} CPU thread{"s" if self.cpu_threads > 1 else ""}'
             + f'), refinement {"on" if self.params["refine"] else "off"}, '
             f'scale_mode {self.params["scale_mode"]}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        """Create the input subscriptions and the diagnostics timer; start the threads."""
+        self.frames.start()
+        if self.params['refine']:
+            self.refiner.start()
+        self._setup_inputs()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state):
+        """Remove the inputs, let queued frames finish, stop the threads; outputs go quiet."""
+        self._stop_activity()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        """Free the networks and the refiner (and cached CUDA memory)."""
+        self._free_networks()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state):
+        """Stop whatever runs and free the networks."""
+        self._stop_activity()
+        self._free_networks()
+        return super().on_shutdown(state)
+
+    def _stop_activity(self):
+        for entity in self._inputs:
+            self.destroy_subscription(entity)
+        self._inputs = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self.frames is not None:
+            self.frames.wait_idle(60.0)     # the queued frames finish and publish
+            _quietly(self.frames.stop)
+        if self.refiner is not None:
+            _quietly(self.refiner.stop)     # the window in progress finishes
+
+    def _free_networks(self):
+        import gc
+        device = getattr(self, 'device', 'cpu')
+        self.predictor = self.pose_estimator = self.refiner = None
+        self.frames = None
+        gc.collect()
+        if str(device).startswith('cuda'):
+            import torch
+            torch.cuda.empty_cache()
 
     # ----------------------------------------------------------------------------- set-up
     def _setup_networks(self):
@@ -151,36 +235,42 @@ class DepthNode(Node):
         """Return the OnlineRefiner settings from the node's refine_* parameters."""
         return {key: self.params[name] for name, key in RUNTIME_REFINE.items()}
 
-    def _setup_topics(self):
+    def _setup_outputs(self):
+        """Lifecycle publishers (quiet unless active), /tf and the /tf_static listener."""
         self.image_group = MutuallyExclusiveCallbackGroup()
         self.aux_group = MutuallyExclusiveCallbackGroup()
-        in_qos = QoSProfile(**{'history': HistoryPolicy.KEEP_LAST,
-                               'depth': int(self.params['queue_size']),
-                               'reliability': qos_profile_sensor_data.reliability,
-                               'durability': qos_profile_sensor_data.durability})
         reliable = self.params['output_reliability'] == 'reliable'
         reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST,
                              depth=int(self.params['output_depth']), reliability=reliability)
-        if self.params['use_compressed']:
-            self.create_subscription(CompressedImage, 'image/compressed',
-                                     self._queue_compressed, in_qos,
-                                     callback_group=self.image_group)
-        else:
-            self.create_subscription(Image, 'image', self._queue_image, in_qos,
-                                     callback_group=self.image_group)
-        self.create_subscription(CameraInfo, 'camera_info', self.camera_info_callback, in_qos,
-                                 callback_group=self.aux_group)
         self.static_tf = StaticTransforms(self, callback_group=self.aux_group)
-        self.depth_pub = self.create_publisher(Image, 'depth/image', out_qos)
-        self.info_pub = self.create_publisher(CameraInfo, 'depth/camera_info', out_qos)
-        self.colored_pub = self.create_publisher(Image, 'depth/colored', out_qos)
-        self.points_pub = self.create_publisher(PointCloud2, 'depth/points', out_qos)
-        self.odom_pub = self.create_publisher(Odometry, 'odom', out_qos)
+        self.depth_pub = self.create_lifecycle_publisher(Image, 'depth/image', out_qos)
+        self.info_pub = self.create_lifecycle_publisher(CameraInfo, 'depth/camera_info', out_qos)
+        self.colored_pub = self.create_lifecycle_publisher(Image, 'depth/colored', out_qos)
+        self.points_pub = self.create_lifecycle_publisher(PointCloud2, 'depth/points', out_qos)
+        self.odom_pub = self.create_lifecycle_publisher(Odometry, 'odom', out_qos)
         self.tf = TfBroadcaster(self)
-        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(float(self.params['diagnostics_period']), self.publish_diagnostics,
-                          callback_group=self.aux_group)
+        self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
+
+    def _setup_inputs(self):
+        """Image / camera_info subscriptions (sensor-data QoS) and the diagnostics timer."""
+        in_qos = QoSProfile(**{'history': HistoryPolicy.KEEP_LAST,
+                               'depth': int(self.params['queue_size']),
+                               'reliability': qos_profile_sensor_data.reliability,
+                               'durability': qos_profile_sensor_data.durability})
+        if self.params['use_compressed']:
+            image = self.create_subscription(CompressedImage, 'image/compressed',
+                                             self._queue_compressed, in_qos,
+                                             callback_group=self.image_group)
+        else:
+            image = self.create_subscription(Image, 'image', self._queue_image, in_qos,
+                                             callback_group=self.image_group)
+        info = self.create_subscription(CameraInfo, 'camera_info', self.camera_info_callback,
+                                        in_qos, callback_group=self.aux_group)
+        self._inputs = [image, info]
+        self._diag_timer = self.create_timer(float(self.params['diagnostics_period']),
+                                             self.publish_diagnostics,
+                                             callback_group=self.aux_group)
 
     # ------------------------------------------------------------------------- parameters
     def _on_set_parameters(self, parameters):
@@ -200,6 +290,8 @@ class DepthNode(Node):
         for param in parameters:
             self.params[param.name] = param.value
         names = {param.name for param in parameters}
+        if self.scaler is None:     # not configured: on_configure reads them
+            return
         if names & set(RUNTIME_SCALE):
             self.scaler.configure(mode=self.params['scale_mode'],
                                   factor=self.params['scale_factor'],
@@ -520,6 +612,7 @@ class DepthNode(Node):
             _quietly(self.frames.stop)
         if getattr(self, 'refiner', None) is not None:
             _quietly(self.refiner.stop)
+        self._inputs = []
         return super().destroy_node()
 
 

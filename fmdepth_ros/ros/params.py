@@ -31,6 +31,8 @@ class Param:
 
 PARAMS = (
     # model and device (fixed at start-up)
+    Param('autostart', True, 'configure and activate the lifecycle node at start (as a plain '
+          'node); false: it waits unconfigured for a lifecycle manager', read_only=True),
     Param('weights', '', 'checkpoint file (fmdepth train / convert); empty = random '
           'initialisation (depth is meaningless until online refinement has learned)',
           read_only=True),

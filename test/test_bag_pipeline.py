@@ -195,3 +195,33 @@ def test_record_cli_errors(bag, tmp_path, capsys):
     assert 'exists' in capsys.readouterr().err
     with pytest.raises(bagio.BagError):
         evaluate_bag(None, bag, predictions=corrupt, log=lambda s: None)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_evaluate_bag_passes_refine_one_node(bag, checkpoint, tmp_path, ros_context):
+    """--passes 2 with refinement: one node, two scored passes, the refiner ran in both."""
+    pytest.importorskip('rclpy')
+    from fmdepth_ros.ros.tools.evaluate import evaluate_bag as evaluate_node_on_bag
+    out, lines = tmp_path / 'passes', []
+    result = evaluate_node_on_bag(str(checkpoint), bag, refine_steps=1, output=out,
+                                  json_path=tmp_path / 'passes.json', log=lines.append,
+                                  passes=2, node_parameters={'refine_every': 4})
+    assert sorted(p.name for p in out.iterdir()) == ['pass_1', 'pass_2']
+    assert [row['pass_index'] for row in result['passes']] == [1, 2]
+    for row in result['passes']:
+        assert row['frames_answered'] == NUM_FRAMES and row['depth']['frames'] == NUM_FRAMES
+        # refine_sync: every window submitted in the pass was refined before the next frame
+        # (windows start once the 3-frame window is full: frames 3..10, every 4th frame).
+        assert row['refiner']['processed'] == 2 and row['refiner']['dropped'] == 0
+    assert result['passes'][1]['refiner']['processed_total'] == 4
+    assert result['depth'] == result['passes'][1]['depth']
+    assert json.loads((tmp_path / 'passes.json').read_text())['passes'][0]['pass_index'] == 1
+    assert any(line.startswith('   2 ') for line in lines[-1].splitlines())
+
+
+def test_param_values_read_numbers_like_the_node_expects():
+    """NAME:=VALUE typing: 5e-4 is a float (YAML 1.1 would keep it a string), words stay text."""
+    from fmdepth_ros.ros.tools.record import parse_param_values
+    assert parse_param_values(['lr:=5e-4', 'on:=true', 'n:=3', 'w:=x1e5']) == {
+        'lr': 5e-4, 'on': True, 'n': 3, 'w': 'x1e5'}

@@ -13,7 +13,11 @@ data_files = [
     (os.path.join('share', PACKAGE), ['package.xml']),
     (os.path.join('share', PACKAGE, 'launch'), glob('launch/*.launch.py')),
     (os.path.join('share', PACKAGE, 'config'), glob('config/*.yaml')),
+    (os.path.join('share', PACKAGE, 'splits'), ['splits/LICENSE.FeatDepth']),
 ]
+# The KITTI split files (FeatDepth's, MIT: splits/LICENSE.FeatDepth), one folder per split.
+data_files += [(os.path.join('share', PACKAGE, folder.rstrip('/')),
+                sorted(glob(folder + '*.txt'))) for folder in sorted(glob('splits/*/'))]
 # `ros2 run` / `ros2 launch` look for executables in <prefix>/lib/fmdepth_ros/. colcon's
 # `setup.py install` / `develop` put the console scripts there (setup.cfg); a wheel (pip) puts
 # them in <prefix>/bin/, so the wheel also carries a launcher that runs bin/depth_node.

@@ -33,8 +33,9 @@ def add_common_arguments(parser):
     """Add every ``fmdepth evaluate`` argument but ``--data`` (and the ROS layer's ``--bag``)."""
     parser.add_argument('--checkpoint', required=True, help='checkpoint file (fmdepth format)')
     parser.add_argument('--split', default=None,
-                        help='split file (KITTI "folder frame side" lines, e.g. the Eigen '
-                             'test list; for folders: frame names)')
+                        help='test split: a shipped name (eigen: the 697-frame Eigen test '
+                             'list, odom_09, odom_10) or a file (KITTI "folder frame side" '
+                             'lines; for folders: frame names)')
     parser.add_argument('--gt-depths', default=None,
                         help='KITTI gt_depths.npz aligned with --split (default: the one '
                              'beside the split file, else velodyne projection)')
@@ -97,9 +98,14 @@ def run(args):
                        '(fmdepth evaluate --bag, with ROS 2 installed)')
     if not os.path.exists(args.data):
         raise CliError(f'--data: no such file or directory: {args.data}')
-    for flag, path in (('--split', args.split), ('--gt-depths', args.gt_depths)):
-        if path is not None and not os.path.isfile(path):
-            raise CliError(f'{flag}: no such file: {path}')
+    if args.split is not None:
+        from fmdepth_ros.data.splits import resolve_split
+        try:
+            args.split = resolve_split(args.split, 'test')
+        except ValueError as exc:
+            raise CliError(f'--split: {exc}') from None
+    if args.gt_depths is not None and not os.path.isfile(args.gt_depths):
+        raise CliError(f'--gt-depths: no such file: {args.gt_depths}')
     device = _resolve_device(args.device)
     model, cfg, info = _load_model(args.checkpoint, device)
     start = time.perf_counter()

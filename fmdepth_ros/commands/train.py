@@ -2,10 +2,12 @@ r"""``fmdepth train``: self-supervised training, single process or multi-GPU via
 
 Examples::
 
-    fmdepth train --data kitti_raw --config config/featdepth_kitti.yaml --out runs/kitti
+    fmdepth train --data kitti_raw --split eigen_zhou --config config/featdepth_kitti.yaml \\
+        --out runs/kitti
     fmdepth train --data runs/kitti_synth --config config/synthetic_cpu.yaml --out runs/s \\
         --max-steps 300 --feature-steps 50
-    torchrun --nproc_per_node 8 -m fmdepth_ros.cli train --data kitti_raw --out runs/kitti8
+    torchrun --nproc_per_node 8 -m fmdepth_ros.cli train --data kitti_raw --split eigen_zhou \\
+        --out runs/kitti8
 
 Ctrl-C (SIGINT) or SIGTERM saves ``RUN_DIR/checkpoint.pt`` and exits with code 130; the run
 continues bit-exactly with ``--resume``. See docs/training.md.
@@ -42,9 +44,14 @@ def configure_parser(parser):
                         help='length of the FeatureNet stage in steps (default: config)')
     parser.add_argument('--init', default=None, metavar='CKPT',
                         help='start from the weights of this checkpoint (e.g. a feature run)')
-    parser.add_argument('--split-file', default=None,
-                        help='KITTI split file (e.g. splits/eigen_zhou/train_files.txt) or, '
-                             'for a folder, a list of frame names')
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument('--split', '--split-file', dest='split', default=None,
+                       help='training split: a shipped name (eigen_zhou, odom) or a file '
+                            '(KITTI "folder frame side" lines; for a folder of frames, a list '
+                            'of frame names). Required for a KITTI raw root unless --no-split')
+    split.add_argument('--no-split', action='store_true',
+                       help='train a KITTI raw root on every drive in it (this includes the '
+                            'Eigen test drives when the root is the full KITTI raw set)')
     parser.add_argument('--intrinsics', type=float, nargs=4, default=None,
                         metavar=('FX', 'FY', 'CX', 'CY'),
                         help="pixel intrinsics of a folder's frames (overrides its calib files)")
@@ -101,10 +108,29 @@ def _check_args(args):
         raise CliError(f'--resume: no checkpoint at {existing}')
     if not args.resume and os.path.isfile(existing):
         raise CliError(f'{existing} exists: pass --resume to continue it or choose another --out')
-    if args.split_file and not os.path.isfile(args.split_file):
-        raise CliError(f'--split-file: no such file: {args.split_file}')
+    if args.split:
+        from fmdepth_ros.data.splits import resolve_split
+        try:
+            args.split = resolve_split(args.split, 'train')
+        except ValueError as exc:
+            raise CliError(f'--split: {exc}') from None
+    else:
+        _refuse_kitti_without_split(args)
     if args.init and not os.path.isfile(args.init):
         raise CliError(f'--init: no such checkpoint: {args.init}')
+
+
+def _refuse_kitti_without_split(args):
+    """KITTI raw without a split trains on every drive, the Eigen test drives included."""
+    from fmdepth_ros.data import detect_kind
+    try:
+        kind = detect_kind(args.data)
+    except ValueError:
+        return                       # reported with the dataset
+    if kind == 'kitti' and not args.no_split:
+        raise CliError(f'--data {args.data} is KITTI raw: pass --split eigen_zhou (or another '
+                       'training split); --no-split trains on every drive, the Eigen test '
+                       'drives included')
 
 
 def _run_config(out):
@@ -124,7 +150,7 @@ def _run_config(out):
 def _make_dataset(args, cfg):
     from fmdepth_ros.data import make_dataset
     try:
-        dataset = make_dataset(args.data, cfg, split='train', split_file=args.split_file,
+        dataset = make_dataset(args.data, cfg, split='train', split_file=args.split,
                                intrinsics=args.intrinsics)
     except CliError:
         raise

@@ -18,6 +18,7 @@ construction time; every function works for any ``B, H, W``.
 from typing import List, Tuple
 
 from kornia.geometry.conversions import axis_angle_to_rotation_matrix
+import numpy as np
 import torch
 from torch import Tensor
 import torch.nn.functional as F
@@ -36,19 +37,36 @@ def _batched_K(K: Tensor, batch: int) -> Tensor:
     return K.expand(batch, 3, 3) if K.shape[0] == 1 and batch != 1 else K
 
 
-def scale_intrinsics(K: Tensor, sx: float, sy: float) -> Tensor:
+def scale_intrinsics(K, sx: float, sy: float):
     """Intrinsics of an image resized by ``sx`` horizontally and ``sy`` vertically.
 
+    The one implementation of intrinsics scaling: training data, bag readers, the node and its
+    CameraInfo output all call it. Works on torch tensors (differentiable, any device and
+    dtype) and on numpy arrays or nested lists (the ROS and I/O side).
+
     Args:
-        K: ``[..., 3, 3]`` pixel intrinsics.
+        K: ``[..., 3, 3]`` pixel intrinsics, or a ``[..., 3, 4]`` projection matrix ``P``
+            (its rows scale the same way: ``P[0] *= sx``, ``P[1] *= sy``, so the stereo
+            baseline term ``-fx * B`` follows ``fx``). A ``Tensor``, ``np.ndarray`` or
+            anything ``np.asarray`` accepts.
         sx, sy: resize factors (new size / old size).
 
     Returns:
-        ``[..., 3, 3]`` copy with ``fx, cx`` multiplied by ``sx`` and ``fy, cy`` by ``sy``
-        (the skew term ``K[0, 1]`` is scaled by ``sx`` too).
+        A new array of the same shape and kind: a ``Tensor`` (same dtype and device) for a
+        ``Tensor``, else a numpy array (float64 unless ``K`` is already floating point), with
+        row 0 (``fx``, skew, ``cx``) multiplied by ``sx`` and row 1 (``fy``, ``cy``) by ``sy``.
+        The input is never modified.
     """
-    scale = K.new_tensor([sx, sy, 1.0]).view(3, 1)
-    return K * scale
+    is_tensor = isinstance(K, Tensor)
+    if not is_tensor:
+        K = np.asarray(K)
+        if not np.issubdtype(K.dtype, np.floating):
+            K = K.astype(np.float64)
+    if K.ndim < 2 or K.shape[-2] != 3:
+        raise ValueError(f'intrinsics must be [..., 3, 3] or [..., 3, 4], got {tuple(K.shape)}')
+    if is_tensor:
+        return K * K.new_tensor([sx, sy, 1.0]).view(3, 1)
+    return K * np.array([sx, sy, 1.0], dtype=K.dtype)[:, None]
 
 
 def intrinsics_pyramid(K: Tensor, num_scales: int) -> List[Tensor]:

@@ -1,6 +1,8 @@
 """Tests for fmdepth_ros.ros.conversions on real sensor_msgs messages."""
 
 import cv2
+from fmdepth_ros.messages import (camera_info_to_K, image_to_depth, stamp_to_ns,
+                                  transform_to_matrix, xyz_rpy_to_matrix)
 from fmdepth_ros.ros import conversions as conv
 import numpy as np
 import pytest
@@ -85,7 +87,7 @@ def test_depth_round_trip_keeps_header_and_nan():
     msg = conv.depth_to_image(depth, header)
     assert msg.encoding == '32FC1' and msg.step == 8
     assert msg.header.stamp.sec == 12 and msg.header.frame_id == 'camera_optical'
-    np.testing.assert_array_equal(conv.image_to_depth(msg), depth)
+    np.testing.assert_array_equal(image_to_depth(msg), depth)
 
 
 def test_colorize_depth_shape_and_invalid_black():
@@ -100,26 +102,26 @@ def test_camera_info_K_validation_and_scaling():
     """Camera info K validation and scaling."""
     K = np.array([[100.0, 0, 48], [0, 90.0, 32], [0, 0, 1]])
     info = conv.camera_info_for(Header(frame_id='c'), K, 96, 64)
-    np.testing.assert_allclose(conv.camera_info_to_K(info), K)
+    np.testing.assert_allclose(camera_info_to_K(info), K)
     half = conv.scaled_camera_info(info, 48, 32)
-    np.testing.assert_allclose(conv.camera_info_to_K(half)[:2], K[:2] / 2)
+    np.testing.assert_allclose(camera_info_to_K(half)[:2], K[:2] / 2)
     assert (half.width, half.height) == (48, 32)
     assert np.asarray(half.p).reshape(3, 4)[0, 0] == 50.0
     for bad in (0.0, float('nan')):
         broken = CameraInfo()
         broken.k = [bad, 0.0, 48.0, 0.0, 90.0, 32.0, 0.0, 0.0, 1.0]
         with pytest.raises(ValueError, match='invalid camera_info intrinsics'):
-            conv.camera_info_to_K(broken)
+            camera_info_to_K(broken)
 
 
 def test_transform_and_odometry_builders():
     """Transform and odometry builders."""
-    T = conv.xyz_rpy_to_matrix([1.0, 2.0, 3.0], [0.1, -0.2, 0.3])
+    T = xyz_rpy_to_matrix([1.0, 2.0, 3.0], [0.1, -0.2, 0.3])
     tf = conv.make_transform(T, Header().stamp, 'odom', 'base_link')
     q = tf.transform.rotation
     np.testing.assert_allclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), T[:3, :3],
                                atol=1e-12)
-    np.testing.assert_allclose(conv.transform_to_matrix(tf.transform), T, atol=1e-12)
+    np.testing.assert_allclose(transform_to_matrix(tf.transform), T, atol=1e-12)
     odom = conv.make_odometry(T, Header().stamp, 'odom', 'base_link', pose_cov=[1, 2, 3, 4, 5, 6])
     assert odom.child_frame_id == 'base_link'
     assert odom.pose.pose.position.z == 3.0
@@ -130,7 +132,7 @@ def test_stamp_ns_round_trip():
     """Stamp ns round trip."""
     stamp = conv.stamp_from_ns(5_000_000_123)
     assert (stamp.sec, stamp.nanosec) == (5, 123)
-    assert conv.stamp_to_ns(stamp) == 5_000_000_123
+    assert stamp_to_ns(stamp) == 5_000_000_123
 
 
 def test_image_backend_is_cv_bridge_when_importable():

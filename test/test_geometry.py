@@ -107,11 +107,75 @@ def test_pose_inversion_and_composition_roundtrip():
     assert torch.allclose(pix, geometry.pixel_grid(4, 6, dtype=torch.float64)[:2].T, atol=1e-9)
 
 
-def test_scale_intrinsics_and_pyramid():
-    """Intrinsics scale fx,cx by sx and fy,cy by sy; pyramid halves per level."""
+class TestScaleIntrinsics:
+    """``geometry.scale_intrinsics`` on tensors and numpy arrays (per-function, kornia style)."""
+
+    expected = [[25.0, 0, 10.0], [0, 12.0, 3.0], [0, 0, 1]]
+
+    def test_smoke_tensor_and_numpy(self):
+        K = _K(1)[0]
+        assert torch.allclose(geometry.scale_intrinsics(K, 0.5, 0.25), torch.tensor(self.expected))
+        out = geometry.scale_intrinsics(K.numpy(), 0.5, 0.25)
+        assert isinstance(out, np.ndarray) and out.dtype == np.float32
+        np.testing.assert_allclose(out, self.expected)
+        # nested lists and integer arrays become float64
+        out = geometry.scale_intrinsics([[50, 0, 20], [0, 48, 12], [0, 0, 1]], 0.5, 0.25)
+        assert out.dtype == np.float64
+        np.testing.assert_allclose(out, self.expected)
+
+    @pytest.mark.parametrize('shape', [(3, 3), (1, 3, 3), (4, 3, 3), (2, 5, 3, 3)])
+    def test_batch_shapes(self, shape):
+        K = torch.rand(shape, dtype=torch.float64)
+        out_t = geometry.scale_intrinsics(K, 2.0, 0.5)
+        out_n = geometry.scale_intrinsics(K.numpy(), 2.0, 0.5)
+        assert out_t.shape == shape and out_n.shape == shape
+        np.testing.assert_allclose(out_t.numpy(), out_n, rtol=0, atol=0)
+        assert torch.equal(out_t[..., 0, :], 2.0 * K[..., 0, :])
+        assert torch.equal(out_t[..., 1, :], 0.5 * K[..., 1, :])
+        assert torch.equal(out_t[..., 2, :], K[..., 2, :])
+
+    def test_projection_matrix_rows(self):
+        """A [3, 4] P scales like K: the baseline term -fx*B follows fx."""
+        P = np.array([[50.0, 0, 20, -50.0 * 0.5], [0, 48, 12, 0], [0, 0, 1, 0]])
+        out = geometry.scale_intrinsics(P, 0.5, 2.0)
+        np.testing.assert_allclose(out, [[25, 0, 10, -12.5], [0, 96, 24, 0], [0, 0, 1, 0]])
+
+    def test_input_unchanged(self):
+        K_t, K_n = _K(2), _K(1)[0].numpy().copy()
+        before_t, before_n = K_t.clone(), K_n.copy()
+        geometry.scale_intrinsics(K_t, 3.0, 3.0)
+        geometry.scale_intrinsics(K_n, 3.0, 3.0)
+        assert torch.equal(K_t, before_t) and np.array_equal(K_n, before_n)
+
+    def test_projection_follows_the_resize(self):
+        """A point projects to (sx*u, sy*v) with the scaled intrinsics."""
+        K = _K(1, dtype=torch.float64)
+        pts = torch.tensor([[[1.0], [-0.5], [4.0], [1.0]]], dtype=torch.float64)
+        pix, _ = geometry.project(pts, K, torch.eye(4, dtype=torch.float64)[None])
+        pix_s, _ = geometry.project(pts, geometry.scale_intrinsics(K, 0.3, 1.7),
+                                    torch.eye(4, dtype=torch.float64)[None])
+        factors = torch.tensor([0.3, 1.7], dtype=torch.float64)
+        assert torch.allclose(pix_s[0, 0], pix[0, 0] * factors)
+
+    @pytest.mark.parametrize('dtype', [torch.float16, torch.float32, torch.float64])
+    def test_dtype_and_device_kept(self, dtype):
+        K = _K(2, dtype=dtype)
+        out = geometry.scale_intrinsics(K, 0.5, 0.5)
+        assert out.dtype == dtype and out.device == K.device
+
+    def test_gradcheck(self):
+        K = _K(2, dtype=torch.float64).requires_grad_()
+        assert torch.autograd.gradcheck(lambda k: geometry.scale_intrinsics(k, 0.7, 1.3), (K,))
+
+    @pytest.mark.parametrize('bad', [np.zeros(3), np.zeros((2, 3)), torch.zeros(4, 4)])
+    def test_bad_shape_one_line_error(self, bad):
+        with pytest.raises(ValueError, match='intrinsics must be'):
+            geometry.scale_intrinsics(bad, 1.0, 1.0)
+
+
+def test_intrinsics_pyramid():
+    """The pyramid halves the intrinsics per level."""
     K = _K(2)
-    Ks = geometry.scale_intrinsics(K, 0.5, 0.25)
-    assert torch.allclose(Ks[0], torch.tensor([[25.0, 0, 10.0], [0, 12.0, 3.0], [0, 0, 1]]))
     pyr = geometry.intrinsics_pyramid(K[0], 4)
     assert len(pyr) == 4 and math.isclose(float(pyr[3][0, 0]), 50.0 / 8)
     assert math.isclose(float(pyr[3][1, 2]), 12.0 / 8) and float(pyr[3][2, 2]) == 1.0

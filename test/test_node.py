@@ -15,7 +15,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from fmdepth_ros.checkpoint import build_model, save_checkpoint
 from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.data.synth import render_sequence
-from fmdepth_ros.messages import StaticTransformTree
+from fmdepth_ros.messages import (image_to_depth, stamp_to_ns, StaticTransformTree,
+                                  xyz_rpy_to_matrix)
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros.params import DEFAULT_BASE_TO_CAMERA
 from fmdepth_ros.ros.tf_publisher import OdometryChain
@@ -147,21 +148,21 @@ def test_outputs_match_input_headers_and_trajectory_follows_ground_truth(checkpo
             executor.shutdown()
             fmdepth.destroy_node()
         got = probe.got
-    sent = {conv.stamp_to_ns(h.stamp) for h in headers}
-    assert [conv.stamp_to_ns(m.header.stamp) for m in got['depth']] == sorted(sent)
+    sent = {stamp_to_ns(h.stamp) for h in headers}
+    assert [stamp_to_ns(m.header.stamp) for m in got['depth']] == sorted(sent)
     for depth_msg in got['depth']:
         assert depth_msg.header.frame_id == 'camera_optical'
         assert (depth_msg.height, depth_msg.width, depth_msg.encoding) == (64, 192, '32FC1')
-        assert np.isfinite(conv.image_to_depth(depth_msg)).any()
-    depth_headers = {conv.stamp_to_ns(m.header.stamp): m.header.frame_id for m in got['depth']}
-    info_headers = {conv.stamp_to_ns(m.header.stamp): m.header.frame_id for m in got['info']}
+        assert np.isfinite(image_to_depth(depth_msg)).any()
+    depth_headers = {stamp_to_ns(m.header.stamp): m.header.frame_id for m in got['depth']}
+    info_headers = {stamp_to_ns(m.header.stamp): m.header.frame_id for m in got['info']}
     assert info_headers == depth_headers
     assert all((m.width, m.height) == (192, 64) for m in got['info'])
     np.testing.assert_allclose(np.asarray(got['info'][0].k).reshape(3, 3), seq.K)
 
     # odometry: one per frame after the first, stamped with the later frame, odom -> base_link
     assert len(got['odom']) == len(seq) - 1
-    assert [conv.stamp_to_ns(o.header.stamp) for o in got['odom']] == sorted(sent)[1:]
+    assert [stamp_to_ns(o.header.stamp) for o in got['odom']] == sorted(sent)[1:]
     assert got['odom'][0].header.frame_id == 'odom'
     assert got['odom'][0].child_frame_id == 'base_link'
     assert got['odom'][-1].pose.covariance[0] > 0
@@ -170,8 +171,8 @@ def test_outputs_match_input_headers_and_trajectory_follows_ground_truth(checkpo
     assert (tfs[-1].header.frame_id, tfs[-1].child_frame_id) == ('odom', 'base_link')
 
     # ground truth base_link trajectory with the default base -> optical rotation
-    chain = OdometryChain(conv.xyz_rpy_to_matrix(DEFAULT_BASE_TO_CAMERA[:3],
-                                                 DEFAULT_BASE_TO_CAMERA[3:]))
+    chain = OdometryChain(xyz_rpy_to_matrix(DEFAULT_BASE_TO_CAMERA[:3],
+                                            DEFAULT_BASE_TO_CAMERA[3:]))
     gt = []
     for i in range(1, len(seq)):
         chain.step(np.linalg.inv(seq.poses[i - 1]) @ seq.poses[i])
@@ -228,7 +229,7 @@ def test_online_refinement_lowers_depth_error_on_an_unseen_sequence(trained_mode
         finally:
             executor.shutdown()
             fmdepth.destroy_node()
-    depths = [conv.image_to_depth(m) for m in probe.got['depth']]
+    depths = [image_to_depth(m) for m in probe.got['depth']]
     assert len(depths) == REFINE_PASSES * REFINE_FRAMES
     windows = (REFINE_PASSES - 1) * (REFINE_FRAMES - 2)
     assert stats['processed'] == windows and stats['errors'] == 0 and stats['dropped'] == 0, stats
@@ -283,7 +284,7 @@ def test_static_tf_chain_moves_base_with_the_camera():
     for parent, child, xyz, rpy in [('base_link', 'mast', [0.5, 0, 1.0], [0, 0, 0]),
                                     ('mast', 'cam_optical', [0, 0, 0],
                                      DEFAULT_BASE_TO_CAMERA[3:])]:
-        msgs.append(conv.make_transform(conv.xyz_rpy_to_matrix(xyz, rpy),
+        msgs.append(conv.make_transform(xyz_rpy_to_matrix(xyz, rpy),
                                         TransformStamped().header.stamp, parent, child))
     cache.add_message(TFMessage(transforms=msgs))
     T_base_cam = cache.lookup('base_link', 'cam_optical')

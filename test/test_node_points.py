@@ -1,8 +1,8 @@
 """``depth/points`` of the fmdepth node: real rclpy, each point against depth/image and K."""
 
 from fmdepth_ros.data.synth import render_sequence
+from fmdepth_ros.messages import image_to_depth, stamp_to_ns
 from fmdepth_ros.pointcloud import read_cloud, unpack_rgb
-from fmdepth_ros.ros import conversions as conv
 from node_helpers import (executor_for, frame_messages, make_node,  # noqa: F401
                           one_torch_thread, ros_graph, spin_until)
 import numpy as np
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ros
 def check_cloud(cloud_msg, depth_msg, info_msg, rgb, stride, lo, hi, organized):
     """Every point of ``cloud_msg`` is its depth pixel back-projected with info's K."""
     assert cloud_msg.header == depth_msg.header
-    depth = conv.image_to_depth(depth_msg)
+    depth = image_to_depth(depth_msg)
     K = np.asarray(info_msg.k).reshape(3, 3)
     cloud = read_cloud(cloud_msg)
     v, u = np.mgrid[0:depth.shape[0]:stride, 0:depth.shape[1]:stride]
@@ -52,7 +52,7 @@ def test_points_follow_depth_and_K_and_only_while_subscribed():
         got = {'depth': {}, 'info': {}, 'points': {}}
 
         def keep(key):
-            return lambda msg: got[key].__setitem__(conv.stamp_to_ns(msg.header.stamp), msg)
+            return lambda msg: got[key].__setitem__(stamp_to_ns(msg.header.stamp), msg)
         probe.create_subscription(Image, 'depth/image', keep('depth'), 10)
         probe.create_subscription(CameraInfo, 'depth/camera_info', keep('info'), 10)
         image_pub = probe.create_publisher(Image, 'image', 10)
@@ -63,7 +63,7 @@ def test_points_follow_depth_and_K_and_only_while_subscribed():
             image, info = frame_messages(seq, index)
             info_pub.publish(info)
             image_pub.publish(image)
-            stamp = conv.stamp_to_ns(image.header.stamp)
+            stamp = stamp_to_ns(image.header.stamp)
             assert spin_until(executor, lambda: stamp in got['depth'] and stamp in got['info']
                               and fmdepth.stats.published > index, 60.0)
             return stamp
@@ -77,7 +77,7 @@ def test_points_follow_depth_and_K_and_only_while_subscribed():
             assert spin_until(executor,
                               lambda: fmdepth.points_pub.get_subscription_count() > 0, 10.0)
             # range limits at the median camera distance of the first frame's points
-            depth0 = conv.image_to_depth(next(iter(got['depth'].values())))
+            depth0 = image_to_depth(next(iter(got['depth'].values())))
             K = np.asarray(next(iter(got['info'].values())).k).reshape(3, 3)
             v, u = np.mgrid[0:depth0.shape[0], 0:depth0.shape[1]]
             rays = np.sqrt(((u - K[0, 2]) / K[0, 0]) ** 2 + ((v - K[1, 2]) / K[1, 1]) ** 2 + 1)
@@ -140,5 +140,5 @@ def test_nan_network_disparity_is_published_as_nan():
             executor.shutdown()
             fmdepth.destroy_node()
             probe.destroy_node()
-    assert np.isnan(conv.image_to_depth(depths[0])).all()
+    assert np.isnan(image_to_depth(depths[0])).all()
     assert clouds[0].width == 0

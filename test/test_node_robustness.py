@@ -12,6 +12,7 @@ import sys
 
 from diagnostic_msgs.msg import DiagnosticArray
 from fmdepth_ros.data.synth import render_sequence
+from fmdepth_ros.messages import image_to_depth, stamp_to_ns
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros.model_setup import StartupError
 from node_helpers import (executor_for, frame_messages, header, make_node,  # noqa: F401
@@ -238,7 +239,7 @@ def test_runtime_parameter_changes_take_effect(fresh_node, seq):
     finally:
         executor.shutdown()
         probe.destroy_node()
-    depth = conv.image_to_depth(published[-1])
+    depth = image_to_depth(published[-1])
     assert np.isnan(depth).all()      # every depth is above max_depth = 2 mm
     node.set_runtime_parameters(scale_mode='none', max_depth=100.0, min_depth=0.1,
                                 publish_tf=True)
@@ -417,7 +418,7 @@ def test_frames_arriving_during_slow_inference_drop_the_oldest(seq, capfd):
             spinner.join(10.0)
             probe.destroy_node()
             n.destroy_node()
-    assert [conv.stamp_to_ns(m.header.stamp) for m in images] == [stamps[0]] + stamps[4:]
+    assert [stamp_to_ns(m.header.stamp) for m in images] == [stamps[0]] + stamps[4:]
     assert n.stats.dropped == n.warnings.counts['frames_dropped'] == 3
     output = capfd.readouterr()
     assert (output.out + output.err).count('inference is slower than the image rate') == 1
@@ -455,7 +456,7 @@ def test_first_frame_waits_for_its_camera_info_and_outputs_pair(seq):
             n.destroy_node()
     for depth_msg, info_msg, index in zip(images, infos, range(2)):
         assert depth_msg.header == info_msg.header
-        assert conv.stamp_to_ns(depth_msg.header.stamp) == int(seq.stamps_ns[index])
+        assert stamp_to_ns(depth_msg.header.stamp) == int(seq.stamps_ns[index])
         assert (info_msg.width, info_msg.height) == (depth_msg.width, depth_msg.height)
 
 

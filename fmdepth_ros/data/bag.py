@@ -361,16 +361,14 @@ def bag_sources(path, height, width, image_topic=None, info_topic=None) -> list:
     stamps go backwards (a looped recording).
     """
     import cv2
+    from fmdepth_ros.geometry import scale_intrinsics   # torch: only for the training sources
     images, stamps, Ks = [], [], []
     for frame in read_bag_frames(path, image_topic, info_topic):
         h, w = frame.image.shape[:2]
         images.append(cv2.resize(frame.image, (width, height),
                                  interpolation=cv2.INTER_AREA if h >= height else
                                  cv2.INTER_LINEAR))
-        K = frame.K.copy()
-        K[0] *= width / w
-        K[1] *= height / h
-        Ks.append(K)
+        Ks.append(scale_intrinsics(frame.K, width / w, height / h))
         stamps.append(frame.stamp_ns)
     if not images:
         raise BagError(f'no camera frames in {path}')

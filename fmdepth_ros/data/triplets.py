@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from fmdepth_ros.data.augment import (apply_color_jitter, flip_horizontal, flip_intrinsics,
                                       sample_color_jitter)
+from fmdepth_ros.geometry import scale_intrinsics
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -53,14 +54,6 @@ def resize_depth_nearest(depth, height, width):
         return depth.astype(np.float32)
     return cv2.resize(depth.astype(np.float32), (width, height),
                       interpolation=cv2.INTER_NEAREST)
-
-
-def scale_K(K, sx, sy):
-    """Intrinsics [3, 3] of an image resized by (sx, sy): fx, cx *= sx; fy, cy *= sy."""
-    K = np.array(K, dtype=np.float64)
-    K[0, :] *= sx
-    K[1, :] *= sy
-    return K
 
 
 class FrameSource:
@@ -167,8 +160,11 @@ class TripletDataset(Dataset):
         return source.load_depth(i)
 
     def _resized_frame(self, source, index):
-        """Frame ``index`` of ``source`` at the network size ``[H, W, 3]`` uint8 and its
-        native ``(h, w)``; kept in memory up to ``train.frame_cache_mb`` (per process)."""
+        """Return frame ``index`` of ``source`` at the network size and its native size.
+
+        The value is ``([H, W, 3] uint8, (h, w))``, kept in memory up to
+        ``train.frame_cache_mb`` (per process).
+        """
         key = (id(source), index)
         hit = self._cache.get(key)
         if hit is not None:
@@ -191,9 +187,9 @@ class TripletDataset(Dataset):
                 native_size = size
             frames.append(image)
         h0, w0 = native_size
-        K = scale_K(source.intrinsics(i), self.width / w0, self.height / h0)
+        K = torch.as_tensor(source.intrinsics(i), dtype=torch.float64)
+        K = scale_intrinsics(K, self.width / w0, self.height / h0).float()
         images = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
-        K = torch.from_numpy(K).float()
         depth = None
         if self.with_depth:
             d = source.load_depth(i)

@@ -1,7 +1,8 @@
 """numpy -> rclpy messages: Image, 32FC1, CameraInfo, PointCloud2, TransformStamped, Odometry.
 
 Decoding messages to numpy (images, depth, intrinsics, stamps, transforms) is ROS-free and lives
-in :mod:`fmdepth_ros.messages`; its functions are re-exported here for the node's callers.
+in :mod:`fmdepth_ros.messages`; callers import it from there. Intrinsics scaling is
+:func:`fmdepth_ros.geometry.scale_intrinsics`.
 Output depth images are REP-118 ``32FC1`` metres with NaN for invalid pixels.
 
 Input images: :func:`image_to_rgb` and :func:`compressed_to_rgb` go through cv_bridge when it
@@ -13,8 +14,7 @@ one-line ``ValueError`` is the same with either backend.
 
 import cv2
 from fmdepth_ros import messages
-from fmdepth_ros.messages import camera_info_to_K, IMAGE_ENCODINGS, image_to_depth, \
-    matrix_to_xyz_quat, stamp_to_ns, transform_to_matrix, xyz_rpy_to_matrix
+from fmdepth_ros.geometry import scale_intrinsics
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry
 import numpy as np
@@ -53,9 +53,9 @@ def compressed_to_rgb(msg):
 def rgb_to_image(rgb, header, encoding='rgb8'):
     """Convert [H,W,3] uint8 RGB to a sensor_msgs/Image in ``encoding`` (see IMAGE_ENCODINGS)."""
     rgb = np.asarray(rgb, dtype=np.uint8)
-    if encoding not in IMAGE_ENCODINGS:
+    if encoding not in messages.IMAGE_ENCODINGS:
         raise ValueError(f'unsupported image encoding {encoding!r}')
-    channels, order = IMAGE_ENCODINGS[encoding]
+    channels, order = messages.IMAGE_ENCODINGS[encoding]
     if channels == 1:
         pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None]
     else:
@@ -127,10 +127,11 @@ def scaled_camera_info(msg, width, height, header=None):
                      width=int(width), height=int(height),
                      distortion_model=msg.distortion_model, d=list(msg.d),
                      binning_x=msg.binning_x, binning_y=msg.binning_y)
-    scale = np.array([[sx, 0, 0], [0, sy, 0], [0, 0, 1]])
-    out.k = (scale @ np.asarray(msg.k, dtype=np.float64).reshape(3, 3)).ravel().tolist()
+    k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    p = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+    out.k = scale_intrinsics(k, sx, sy).ravel().tolist()
     out.r = list(msg.r)
-    out.p = (scale @ np.asarray(msg.p, dtype=np.float64).reshape(3, 4)).ravel().tolist()
+    out.p = scale_intrinsics(p, sx, sy).ravel().tolist()
     out.roi.x_offset = int(round(msg.roi.x_offset * sx))
     out.roi.y_offset = int(round(msg.roi.y_offset * sy))
     out.roi.width = int(round(msg.roi.width * sx))
@@ -151,7 +152,7 @@ def camera_info_for(header, K, width, height):
 
 
 def _fill_pose(position, orientation, T):
-    xyz, quat = matrix_to_xyz_quat(T)
+    xyz, quat = messages.matrix_to_xyz_quat(T)
     position.x, position.y, position.z = (float(v) for v in xyz)
     orientation.x, orientation.y, orientation.z, orientation.w = (float(v) for v in quat)
 
@@ -162,11 +163,7 @@ def make_transform(T, stamp, parent_frame, child_frame):
     msg.header.stamp = stamp
     msg.header.frame_id = parent_frame
     msg.child_frame_id = child_frame
-    xyz, quat = matrix_to_xyz_quat(T)
-    tr = msg.transform.translation
-    tr.x, tr.y, tr.z = (float(v) for v in xyz)
-    rot = msg.transform.rotation
-    rot.x, rot.y, rot.z, rot.w = (float(v) for v in quat)
+    _fill_pose(msg.transform.translation, msg.transform.rotation, T)
     return msg
 
 
@@ -210,7 +207,4 @@ def stamp_from_ns(ns):
 __all__ = ['rgb_to_image', 'depth_to_image', 'cloud_to_message', 'colorize_depth',
            'scaled_camera_info',
            'camera_info_for', 'make_transform', 'make_odometry', 'stamp_from_ns',
-           # decoding, from fmdepth_ros.messages
-           'IMAGE_ENCODINGS', 'camera_info_to_K', 'compressed_to_rgb', 'image_to_depth',
-           'image_to_rgb', 'matrix_to_xyz_quat', 'stamp_to_ns', 'transform_to_matrix',
-           'xyz_rpy_to_matrix']
+           'compressed_to_rgb', 'image_to_rgb']

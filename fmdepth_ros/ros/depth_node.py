@@ -45,7 +45,8 @@ import time
 
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
-from fmdepth_ros.messages import camera_info_to_K
+from fmdepth_ros.geometry import scale_intrinsics
+from fmdepth_ros.messages import camera_info_to_K, stamp_to_ns, xyz_rpy_to_matrix
 from fmdepth_ros.pointcloud import depth_to_cloud
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros import params as node_params
@@ -434,7 +435,7 @@ class DepthNode(LifecycleNode):
         start = time.perf_counter() if received is None else received
         if self._first_image_time is None:
             self._first_image_time = time.monotonic()
-        stamp_ns = conv.stamp_to_ns(header.stamp)
+        stamp_ns = stamp_to_ns(header.stamp)
         height, width = rgb.shape[:2]
         if not self._check_stream(stamp_ns, (height, width)):
             return
@@ -454,9 +455,8 @@ class DepthNode(LifecycleNode):
                                interpolation=cv2.INTER_AREA)
         K_net = None
         if K is not None:
-            K_net = K.copy()
-            K_net[0] *= self.cfg.model.width / float(width)
-            K_net[1] *= self.cfg.model.height / float(height)
+            K_net = scale_intrinsics(K, self.cfg.model.width / float(width),
+                                     self.cfg.model.height / float(height))
         self.window.push(stamp_ns, net_image, K_net)
         self._publish_motion(header)
         self._maybe_refine()
@@ -536,7 +536,7 @@ class DepthNode(LifecycleNode):
             if T is not None:
                 return T
         values = self.params['base_to_camera']
-        return conv.xyz_rpy_to_matrix(values[:3], values[3:])
+        return xyz_rpy_to_matrix(values[:3], values[3:])
 
     def _publish_motion(self, header):
         previous = self.window.previous()

@@ -7,7 +7,7 @@ import collections
 import threading
 import time
 
-from fmdepth_ros.ros.conversions import camera_info_to_K, stamp_to_ns
+from fmdepth_ros.messages import camera_info_to_K, stamp_to_ns
 import numpy as np
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 
 from fmdepth_ros.config import save_config
+from fmdepth_ros.messages import stamp_to_ns
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros.depth_node import DepthNode
 from fmdepth_ros.runtime.inference import DepthPredictor
@@ -59,7 +60,7 @@ def node_latency(cfg, device, opts, frames, warmup, images, K):
 
             def on_depth(msg):
                 with arrived:
-                    received[conv.stamp_to_ns(msg.header.stamp)] = time.perf_counter()
+                    received[stamp_to_ns(msg.header.stamp)] = time.perf_counter()
                     arrived.notify_all()
 
             image_pub = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
@@ -88,7 +89,7 @@ def node_latency(cfg, device, opts, frames, warmup, images, K):
                 msg.header.stamp = stamp
                 info.header.stamp = stamp
                 info_pub.publish(info)
-                key = conv.stamp_to_ns(stamp)
+                key = stamp_to_ns(stamp)
                 sent = time.perf_counter()
                 image_pub.publish(msg)
                 with arrived:

@@ -162,7 +162,7 @@ class _DemoGraph:
         self.node = DepthNode(context=self.context, parameter_overrides=[
             Parameter(k, value=v) for k, v in params.items()])
         self.player = rclpy.create_node('demo_player', context=self.context)
-        self.depth, self.odom = {}, {}
+        self.depth, self.odom = {}, {}    # stamp ns -> depth [H, W] m / T_odom_base [4, 4]
         self.player.create_subscription(Image, 'depth/image', self._on_depth, 100)
         self.player.create_subscription(Odometry, 'odom', self._on_odom, 100)
         self.image_pub = self.player.create_publisher(Image, 'image', 10)
@@ -172,13 +172,12 @@ class _DemoGraph:
         self.executor.add_node(self.player)
 
     def _on_depth(self, msg):
-        from fmdepth_ros.ros.conversions import image_to_depth, stamp_to_ns
+        from fmdepth_ros.messages import image_to_depth, stamp_to_ns
         self.depth[stamp_to_ns(msg.header.stamp)] = image_to_depth(msg)
 
     def _on_odom(self, msg):
-        from fmdepth_ros.ros.conversions import stamp_to_ns
-        p, q = msg.pose.pose.position, msg.pose.pose.orientation
-        self.odom[stamp_to_ns(msg.header.stamp)] = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
+        from fmdepth_ros.messages import pose_to_matrix, stamp_to_ns
+        self.odom[stamp_to_ns(msg.header.stamp)] = pose_to_matrix(msg.pose.pose)
 
     def spin_until(self, condition, timeout):
         """Spin until ``condition()`` or ``timeout`` seconds; returns ``condition()``."""
@@ -229,21 +228,13 @@ def _pass_errors(graph, seq, stamps):
 
 
 def _pass_trajectory(graph, seq, stamps):
-    """Estimated base_link positions of one pass, re-expressed relative to its first frame."""
-    from scipy.spatial.transform import Rotation
-    poses = []
-    for s in stamps[1:]:
-        x, y, z, qx, qy, qz, qw = graph.odom[s]
-        T = np.eye(4)
-        T[:3, :3] = Rotation.from_quat([qx, qy, qz, qw]).as_matrix()
-        T[:3, 3] = (x, y, z)
-        poses.append(T)
-    return np.stack(poses)
+    """Estimated ``T_odom_base`` [N-1, 4, 4] of one pass's frames 1..N-1."""
+    return np.stack([graph.odom[s] for s in stamps[1:]])
 
 
 def _ground_truth_base(seq):
     """GT T_odom_base of frames 1..N-1 with the node's default base -> optical rotation."""
-    from fmdepth_ros.ros.conversions import xyz_rpy_to_matrix
+    from fmdepth_ros.messages import xyz_rpy_to_matrix
     from fmdepth_ros.ros.params import DEFAULT_BASE_TO_CAMERA
     T_base_cam = xyz_rpy_to_matrix(DEFAULT_BASE_TO_CAMERA[:3], DEFAULT_BASE_TO_CAMERA[3:])
     T_cam_base = np.linalg.inv(T_base_cam)

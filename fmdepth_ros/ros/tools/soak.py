@@ -230,6 +230,7 @@ def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=200,
     from std_msgs.msg import Header
 
     from fmdepth_ros.data.synth import render_sequence
+    from fmdepth_ros.messages import stamp_to_ns
     from fmdepth_ros.ros import conversions as conv
     from fmdepth_ros.ros.depth_node import DepthNode
 
@@ -250,7 +251,7 @@ def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=200,
     cond = threading.Condition()
 
     def on_answer(topic, msg):
-        stamp = conv.stamp_to_ns(msg.header.stamp)
+        stamp = stamp_to_ns(msg.header.stamp)
         trackers[topic].answer(stamp)
         if topic == 'depth/image':
             with cond:

@@ -73,23 +73,21 @@ def _has_topic(path, topic) -> bool:
         return any(c.topic == topic for c in reader.connections)
 
 
-def _score_depth(gt, pred, max_depth, garg_crop):
-    """Eigen errors and median ratio of one predicted map against a same-size GT map."""
-    gt = np.nan_to_num(gt, nan=0.0)
+def _score_depth(scores, gt, pred, garg_crop):
+    """Add one predicted map, scored against a same-size GT map, to ``scores``.
+
+    ``garg_crop`` None: the Garg crop only on full-resolution KITTI-like images.
+    """
     if gt.shape != pred.shape:
         raise BagError(f'ground-truth depth is {gt.shape[1]}x{gt.shape[0]} but the node '
                        f'published {pred.shape[1]}x{pred.shape[0]}')
     crop = pred.shape[1] >= KITTI_MIN_WIDTH if garg_crop is None else garg_crop
-    return metrics.evaluate_depth(gt, pred, max_depth=max_depth, garg_crop=crop)
+    scores.add(gt, pred, garg_crop=crop)
 
 
-def _summary(per_image, ratios, skipped, source) -> Dict:
-    result = metrics.mean_errors(per_image)
-    result.update(frames=len(per_image), frames_without_gt=skipped,
-                  median_scale=float(np.median(ratios)),
-                  scale_std=float(np.std(ratios) / max(np.mean(ratios), 1e-12)),
-                  ground_truth=source)
-    return result
+def _summary(scores, source) -> Dict:
+    """``scores.result()`` plus the ground-truth topic."""
+    return dict(scores.result(), ground_truth=source)
 
 
 def evaluate_depth_against_maps(bag, predictions, tolerance_ns, max_depth=80.0,
@@ -99,19 +97,16 @@ def evaluate_depth_against_maps(bag, predictions, tolerance_ns, max_depth=80.0,
         return None
     maps = _NearestStream(((s, d) for s, _, d in _depth_messages(bag, GT_DEPTH_TOPIC)),
                           tolerance_ns)
-    per_image, ratios, skipped = [], [], 0
+    scores = metrics.DepthMetricAccumulator(max_depth=max_depth)
     for stamp, _, pred in _depth_messages(predictions):
         hit = maps.lookup(stamp)
-        errors, ratio = (None, None) if hit is None else _score_depth(hit[1], pred, max_depth,
-                                                                      garg_crop)
-        if errors is None:
-            skipped += 1
-            continue
-        per_image.append(errors)
-        ratios.append(ratio)
-    if not per_image:
+        if hit is None:
+            scores.skip()
+        else:
+            _score_depth(scores, hit[1], pred, garg_crop)
+    if not scores.num_images:
         raise BagError(f'no depth image of {predictions} has a {GT_DEPTH_TOPIC} map in {bag}')
-    return _summary(per_image, ratios, skipped, GT_DEPTH_TOPIC)
+    return _summary(scores, GT_DEPTH_TOPIC)
 
 
 def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80.0,
@@ -127,11 +122,11 @@ def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80
         raise BagError(f'{bag}: no camera_info to project the velodyne scans with')
     clouds = _NearestStream(((s, (f, p)) for s, f, p in
                              bagio.read_point_clouds(bag, VELODYNE_TOPIC)), tolerance_ns)
-    per_image, ratios, skipped = [], [], 0
+    scores = metrics.DepthMetricAccumulator(max_depth=max_depth)
     for stamp, frame_id, pred in _depth_messages(predictions):
         hit = clouds.lookup(stamp)
         if hit is None:
-            skipped += 1
+            scores.skip()
             continue
         cloud_frame, points = hit[1]
         T_cam_cloud = transforms.lookup(frame_id, cloud_frame)
@@ -140,16 +135,10 @@ def evaluate_depth_against_velodyne(bag, predictions, tolerance_ns, max_depth=80
                            f'frame {frame_id!r}')
         points_cam = points @ T_cam_cloud[:3, :3].T + T_cam_cloud[:3, 3]
         K = bagio._match_K(info_stamps, Ks, stamp)
-        gt = project_points(points_cam, K, *pred.shape)
-        errors, ratio = _score_depth(gt, pred, max_depth, garg_crop)
-        if errors is None:
-            skipped += 1
-            continue
-        per_image.append(errors)
-        ratios.append(ratio)
-    if not per_image:
+        _score_depth(scores, project_points(points_cam, K, *pred.shape), pred, garg_crop)
+    if not scores.num_images:
         raise BagError(f'no depth image of {predictions} has velodyne ground truth in {bag}')
-    return _summary(per_image, ratios, skipped, VELODYNE_TOPIC)
+    return _summary(scores, VELODYNE_TOPIC)
 
 
 def evaluate_odometry(bag, predictions, tolerance_ns) -> Optional[Dict]:
@@ -190,7 +179,7 @@ def format_table(result: Dict) -> str:
     depth = result.get('depth')
     if depth:
         names = metrics.DEPTH_METRICS
-        lines.append('  '.join(f'{n:>8}' for n in names) + f"  ({depth['frames']} frames, "
+        lines.append('  '.join(f'{n:>8}' for n in names) + f"  ({depth['num_images']} frames, "
                      f"median scaling, vs {depth.get('ground_truth', VELODYNE_TOPIC)})")
         lines.append('  '.join(f'{depth[n]:8.4f}' for n in names))
     else:

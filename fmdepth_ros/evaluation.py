@@ -24,7 +24,7 @@ import copy
 import os
 import sys
 
-from fmdepth_ros.metrics import DEPTH_METRICS
+from fmdepth_ros.metrics import DEPTH_METRICS, DepthMetricAccumulator
 import numpy as np
 
 METRIC_LABELS = {'abs_rel': 'AbsRel', 'sq_rel': 'SqRel', 'rmse': 'RMSE',
@@ -73,25 +73,23 @@ def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
             constant-depth guess (after median scaling: the median of each image's GT).
 
     Returns:
-        dict of the mean metrics plus ``num_images``, ``num_skipped`` (no valid GT),
-        ``scale_ratio_median``/``scale_ratio_std`` and ``refine`` statistics; with
-        ``baselines``, ``baselines``: {name: mean metrics and ``num_images``}.
+        :meth:`fmdepth_ros.metrics.DepthMetricAccumulator.result` (mean metrics,
+        ``num_images``, ``num_skipped``, ``scale_ratio_median``, ``scale_ratio_std``) plus
+        ``refine`` statistics; with ``baselines``, ``baselines``: {name: the same keys}.
     """
     import torch
     from tqdm import tqdm
 
     from fmdepth_ros.data.triplets import collate_one
-    from fmdepth_ros.metrics import evaluate_depth, mean_errors
-
     n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
     baselines = dict(baselines or {})
-    per_image, ratios, skipped = [], [], 0
-    baseline_errors = {name: [] for name in baselines}
+    scores = DepthMetricAccumulator(median_scaling=median_scaling, scale=scale)
+    baseline_scores = {name: DepthMetricAccumulator() for name in baselines}
     refine_stats = {'reverted': 0, 'loss_before': [], 'loss_after': []}
     for idx in tqdm(range(n), desc='depth', unit='img', disable=not progress, file=sys.stderr):
         gt = dataset.native_depth(idx)
         if gt is None:
-            skipped += 1
+            scores.skip()
             continue
         batch = collate_one(dataset[idx])
         net = model.depth_net
@@ -109,28 +107,20 @@ def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
         with torch.no_grad():
             pred = predict_eval_depth(net, image, gt.shape, cfg.model.min_depth,
                                       cfg.model.max_depth)
-        errors, ratio = evaluate_depth(gt, pred, median_scaling=median_scaling, scale=scale)
-        if errors is None:
-            skipped += 1
+        if scores.add(gt, pred) is None:
             continue
-        per_image.append(errors)
-        ratios.append(ratio)
         for name, baseline_net in baselines.items():
             if baseline_net is None:
                 guess = np.ones(gt.shape)
             else:
                 guess = predict_eval_depth(baseline_net, image, gt.shape, cfg.model.min_depth,
                                            cfg.model.max_depth)
-            baseline_errors[name].append(evaluate_depth(gt, guess, median_scaling=True)[0])
-    if not per_image:
+            baseline_scores[name].add(gt, guess)
+    if not scores.num_images:
         raise ValueError('no sample had valid ground-truth depth')
-    result = mean_errors(per_image)
+    result = scores.result()
     if baselines:
-        result['baselines'] = {name: dict(mean_errors(rows), num_images=len(rows))
-                               for name, rows in baseline_errors.items()}
-    result.update(num_images=len(per_image), num_skipped=skipped,
-                  scale_ratio_median=float(np.median(ratios)),
-                  scale_ratio_std=float(np.std(np.array(ratios) / np.median(ratios))))
+        result['baselines'] = {name: acc.result() for name, acc in baseline_scores.items()}
     if refine_steps > 0:
         result['refine'] = {
             'steps': int(refine_steps), 'reverted': refine_stats['reverted'],

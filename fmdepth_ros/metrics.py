@@ -96,6 +96,70 @@ def mean_errors(per_image):
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
+class DepthMetricAccumulator:
+    """Eigen errors over a set of images: the one accumulator of every depth evaluation.
+
+    ``fmdepth evaluate`` (a dataset), bag evaluation (a recording of the node) and the demo
+    feed it one ``(gt, pred)`` pair per image; :meth:`result` gives the per-image means and
+    the counts. Settings are those of :func:`evaluate_depth`.
+
+    Result keys (the JSON of ``fmdepth evaluate``, see docs/bags.md): the :data:`DEPTH_METRICS` means over scored images,
+    ``num_images`` (scored), ``num_skipped`` (no valid ground truth, or :meth:`skip`),
+    ``scale_ratio_median`` (median of the per-image ratios ``median(gt) / median(pred)``, or
+    the fixed ``scale``) and ``scale_ratio_std`` (standard deviation of ``ratio / median
+    ratio``: 0 when every image needs the same scale).
+    """
+
+    def __init__(self, min_depth=1e-3, max_depth=80.0, garg_crop=True, median_scaling=True,
+                 scale=1.0):
+        """Store the protocol settings (:func:`evaluate_depth`'s arguments)."""
+        self.settings = dict(min_depth=min_depth, max_depth=max_depth, garg_crop=garg_crop,
+                             median_scaling=median_scaling, scale=scale)
+        self.per_image = []
+        self.ratios = []
+        self.num_skipped = 0
+
+    def add(self, gt_depth, pred_depth, garg_crop=None):
+        """Score one image; returns its errors dict, or None (counted as skipped) without GT.
+
+        Args:
+            gt_depth: [H, W] metres, 0 / NaN / out of range = no measurement.
+            pred_depth: [H, W] predicted depth at the same size (metres, up to scale).
+            garg_crop: overrides the accumulator's setting for this image when not None.
+        """
+        settings = dict(self.settings)
+        if garg_crop is not None:
+            settings['garg_crop'] = bool(garg_crop)
+        errors, ratio = evaluate_depth(gt_depth, pred_depth, **settings)
+        if errors is None:
+            self.num_skipped += 1
+            return None
+        self.per_image.append(errors)
+        self.ratios.append(ratio)
+        return errors
+
+    def skip(self):
+        """Count an image that has no ground truth at all."""
+        self.num_skipped += 1
+
+    @property
+    def num_images(self) -> int:
+        """Return the number of images scored so far."""
+        return len(self.per_image)
+
+    def result(self) -> dict:
+        """Mean errors and counts (keys in the class docstring); ValueError when none scored."""
+        if not self.per_image:
+            raise ValueError(f'no image had valid ground truth ({self.num_skipped} skipped)')
+        ratios = np.asarray(self.ratios, dtype=np.float64)
+        median = float(np.median(ratios))
+        result = mean_errors(self.per_image)
+        result.update(num_images=self.num_images, num_skipped=self.num_skipped,
+                      scale_ratio_median=median,
+                      scale_ratio_std=float(np.std(ratios / median)) if median else 0.0)
+        return result
+
+
 def disparity_to_eval_depth(disp, gt_shape, min_depth=0.1, max_depth=100.0):
     """Official FeatDepth test-time conversion of a network disparity to depth at GT size.
 

@@ -98,9 +98,9 @@ def test_evaluation_is_exact_on_ground_truth_and_sensitive_to_errors(bag, seq, t
     _write_predictions(perfect, seq, lambda k, d: d * 3.0, scaled)
     json_path = tmp_path / 'out' / 'eval.json'
     result = evaluate_bag(None, bag, predictions=perfect, json_path=json_path, log=lambda s: None)
-    assert result['depth']['frames'] == NUM_FRAMES
+    assert result['depth']['num_images'] == NUM_FRAMES
     assert result['depth']['abs_rel'] < 1e-4 and result['depth']['a1'] == 1.0
-    assert result['depth']['median_scale'] == pytest.approx(1 / 3.0, rel=1e-4)
+    assert result['depth']['scale_ratio_median'] == pytest.approx(1 / 3.0, rel=1e-4)
     assert result['odometry']['poses'] == NUM_FRAMES - 1
     assert result['odometry']['ate'] < 1e-4 and result['odometry']['ate_sim3'] < 1e-4
     assert result['odometry']['scale'] == pytest.approx(2.0, rel=1e-3)
@@ -160,7 +160,7 @@ def test_node_answers_every_replayed_frame_with_its_stamp(bag, checkpoint, seq, 
 
     result = evaluate_bag(str(checkpoint), bag, predictions=out, log=lambda s: None)
     assert result['frames_in'] == result['frames_answered'] == NUM_FRAMES
-    assert result['depth']['frames'] == NUM_FRAMES
+    assert result['depth']['num_images'] == NUM_FRAMES
     assert all(np.isfinite(result['depth'][k]) for k in ('abs_rel', 'rmse', 'a1'))
     assert result['odometry']['poses'] == NUM_FRAMES - 1 and np.isfinite(result['odometry']['ate'])
 
@@ -180,7 +180,7 @@ def test_fmdepth_evaluate_bag_cli(compressed_db_bag, checkpoint, tmp_path):
     assert f'{NUM_FRAMES}/{NUM_FRAMES} frames answered' in done.stdout
     assert 'abs_rel' in done.stdout and 'ATE' in done.stdout
     data = json.loads(json_path.read_text())
-    assert data['frames_answered'] == NUM_FRAMES and data['depth']['frames'] == NUM_FRAMES
+    assert data['frames_answered'] == NUM_FRAMES and data['depth']['num_images'] == NUM_FRAMES
     assert np.isfinite(data['odometry']['ate'])
 
 

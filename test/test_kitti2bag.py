@@ -353,7 +353,7 @@ def test_bag_evaluation_scores_against_the_depth_maps(drive, tmp_path):
                     make.depth_image(stamp, 'camera_optical', pred), conn.msgtype))
         result = evaluate_depth_against_maps(bag2, pred_bag, tolerance_ns=10_000_000,
                                              garg_crop=False)
-        assert result['frames'] == NUM_FRAMES and result['ground_truth'] == GT_DEPTH_TOPIC
+        assert result['num_images'] == NUM_FRAMES and result['ground_truth'] == GT_DEPTH_TOPIC
         if name == 'exact':
             assert result['abs_rel'] < 1e-6 and result['a1'] == 1.0
         else:

@@ -37,12 +37,11 @@ def depth_metrics(model, seq, cfg):
     with torch.no_grad():
         images = torch.from_numpy(seq.images).permute(0, 3, 1, 2).float() / 255.0
         disp = model.depth_net(images)[0][:, 0].numpy()
-    per_image = []
+    scores = metrics.DepthMetricAccumulator(garg_crop=False)
     for d, gt in zip(disp, seq.depths):
-        pred = metrics.disparity_to_eval_depth(d, gt.shape, cfg.model.min_depth,
-                                               cfg.model.max_depth)
-        per_image.append(metrics.evaluate_depth(gt, pred, garg_crop=False)[0])
-    return metrics.mean_errors(per_image)
+        scores.add(gt, metrics.disparity_to_eval_depth(d, gt.shape, cfg.model.min_depth,
+                                                       cfg.model.max_depth))
+    return scores.result()
 
 
 @pytest.mark.slow

@@ -3,8 +3,9 @@
 import math
 import os
 
-from fmdepth_ros.metrics import (chain_poses, compute_ate, compute_depth_errors,
-                                 disparity_to_eval_depth, evaluate_depth, garg_crop_mask,
+from fmdepth_ros.metrics import (chain_poses, compute_ate, compute_depth_errors, DEPTH_METRICS,
+                                 DepthMetricAccumulator, disparity_to_eval_depth,
+                                 evaluate_depth, garg_crop_mask,
                                  kitti_segment_errors, load_poses_kitti, mean_errors,
                                  save_poses_kitti, snippet_ate, umeyama_alignment)
 import numpy as np
@@ -70,6 +71,37 @@ def test_fixed_scale_and_no_valid_pixel():
     assert mean_errors([{'x': 1.0}, None, {'x': 3.0}]) == {'x': 2.0}
     with pytest.raises(ValueError, match='resize'):
         evaluate_depth(gt, np.ones((5, 5)))
+
+
+def test_depth_metric_accumulator():
+    """Per-image errors averaged over images; counts; scale ratios' median and spread."""
+    acc = DepthMetricAccumulator(garg_crop=False)
+    gt = np.full((8, 8), 10.0)
+    gt[0, 0] = 0.0                             # no measurement
+    gt[1, 1] = np.nan                          # no measurement either
+    first = acc.add(gt, np.full((8, 8), 5.0))  # exact after median scaling, ratio 2
+    assert first['abs_rel'] == pytest.approx(0.0) and first['a1'] == 1.0
+    pred = np.full((8, 8), 20.0)
+    pred[:4] = 40.0                            # half the image off by 2x after scaling
+    second = acc.add(gt, pred)
+    assert acc.add(np.zeros((8, 8)), np.ones((8, 8))) is None    # no valid GT: skipped
+    acc.skip()                                                    # no GT at all
+    result = acc.result()
+    assert result['num_images'] == 2 and result['num_skipped'] == 2
+    for key in DEPTH_METRICS:
+        assert result[key] == pytest.approx((first[key] + second[key]) / 2)
+    ratios = np.array([2.0, 10.0 / np.median(pred[np.isfinite(gt) & (gt > 0)])])
+    assert result['scale_ratio_median'] == pytest.approx(np.median(ratios))
+    assert result['scale_ratio_std'] == pytest.approx(np.std(ratios / np.median(ratios)))
+    # the per-call crop override and the fixed-scale protocol
+    fixed = DepthMetricAccumulator(median_scaling=False, scale=2.0, garg_crop=True)
+    fixed.add(np.full((20, 20), 6.0), np.full((20, 20), 3.0), garg_crop=False)
+    assert fixed.result()['abs_rel'] == pytest.approx(0.0)
+    assert fixed.result()['scale_ratio_median'] == 2.0 and fixed.result()['scale_ratio_std'] == 0
+    with pytest.raises(ValueError, match='no image had valid ground truth .1 skipped'):
+        empty = DepthMetricAccumulator()
+        empty.skip()
+        empty.result()
 
 
 def test_disparity_to_eval_depth():

@@ -221,10 +221,12 @@ class _DemoGraph:
 
 
 def _pass_errors(graph, seq, stamps):
-    from fmdepth_ros.metrics import evaluate_depth, mean_errors
-    errors = [evaluate_depth(seq.depths[i], graph.depth[s], max_depth=80.0, garg_crop=False)[0]
-              for i, s in enumerate(stamps)]
-    return mean_errors(errors)['abs_rel']
+    """Mean AbsRel of one pass's depth images (median-scaled, no crop)."""
+    from fmdepth_ros.metrics import DepthMetricAccumulator
+    scores = DepthMetricAccumulator(max_depth=80.0, garg_crop=False)
+    for i, s in enumerate(stamps):
+        scores.add(seq.depths[i], graph.depth[s])
+    return scores.result()['abs_rel']
 
 
 def _pass_trajectory(graph, seq, stamps):

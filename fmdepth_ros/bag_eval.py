@@ -87,7 +87,7 @@ def _score_depth(scores, gt, pred, garg_crop):
 
 def _summary(scores, source) -> Dict:
     """``scores.result()`` plus the ground-truth topic."""
-    return dict(scores.result(), ground_truth=source)
+    return {**scores.result(), 'ground_truth': source}
 
 
 def evaluate_depth_against_maps(bag, predictions, tolerance_ns, max_depth=80.0,

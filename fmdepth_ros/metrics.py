@@ -103,18 +103,20 @@ class DepthMetricAccumulator:
     feed it one ``(gt, pred)`` pair per image; :meth:`result` gives the per-image means and
     the counts. Settings are those of :func:`evaluate_depth`.
 
-    Result keys (the JSON of ``fmdepth evaluate``, see docs/bags.md): the :data:`DEPTH_METRICS` means over scored images,
-    ``num_images`` (scored), ``num_skipped`` (no valid ground truth, or :meth:`skip`),
-    ``scale_ratio_median`` (median of the per-image ratios ``median(gt) / median(pred)``, or
-    the fixed ``scale``) and ``scale_ratio_std`` (standard deviation of ``ratio / median
-    ratio``: 0 when every image needs the same scale).
+    Result keys (the JSON of ``fmdepth evaluate``, see docs/bags.md): the
+    :data:`DEPTH_METRICS` means over scored images, ``num_images`` (scored), ``num_skipped``
+    (no valid ground truth, or :meth:`skip`), ``scale_ratio_median`` (median of the
+    per-image ratios ``median(gt) / median(pred)``, or the fixed ``scale``) and
+    ``scale_ratio_std`` (standard deviation of ``ratio / median ratio``: 0 when every image
+    needs the same scale).
     """
 
     def __init__(self, min_depth=1e-3, max_depth=80.0, garg_crop=True, median_scaling=True,
                  scale=1.0):
         """Store the protocol settings (:func:`evaluate_depth`'s arguments)."""
-        self.settings = dict(min_depth=min_depth, max_depth=max_depth, garg_crop=garg_crop,
-                             median_scaling=median_scaling, scale=scale)
+        self.settings = {'min_depth': min_depth, 'max_depth': max_depth,
+                         'garg_crop': garg_crop, 'median_scaling': median_scaling,
+                         'scale': scale}
         self.per_image = []
         self.ratios = []
         self.num_skipped = 0

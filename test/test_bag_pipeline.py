@@ -210,7 +210,7 @@ def test_evaluate_bag_passes_refine_one_node(bag, checkpoint, tmp_path, ros_cont
     assert sorted(p.name for p in out.iterdir()) == ['pass_1', 'pass_2']
     assert [row['pass_index'] for row in result['passes']] == [1, 2]
     for row in result['passes']:
-        assert row['frames_answered'] == NUM_FRAMES and row['depth']['frames'] == NUM_FRAMES
+        assert row['frames_answered'] == NUM_FRAMES and row['depth']['num_images'] == NUM_FRAMES
         # refine_sync: every window submitted in the pass was refined before the next frame
         # (windows start once the 3-frame window is full: frames 3..10, every 4th frame).
         assert row['refiner']['processed'] == 2 and row['refiner']['dropped'] == 0

@@ -18,6 +18,11 @@ data_files = [
 # The KITTI split files (FeatDepth's, MIT: splits/LICENSE.FeatDepth), one folder per split.
 data_files += [(os.path.join('share', PACKAGE, folder.rstrip('/')),
                 sorted(glob(folder + '*.txt'))) for folder in sorted(glob('splits/*/'))]
+# data/: the downscaled real KITTI clip of `fmdepth demo --real` (CC BY-NC-SA, README.md inside)
+for folder, _, files in sorted(os.walk('data')):
+    if files:
+        data_files.append((os.path.join('share', PACKAGE, folder),
+                           sorted(os.path.join(folder, f) for f in files)))
 # `ros2 run` / `ros2 launch` look for executables in <prefix>/lib/fmdepth_ros/. colcon's
 # `setup.py install` / `develop` put the console scripts there (setup.cfg); a wheel (pip) puts
 # them in <prefix>/bin/, so the wheel also carries a launcher that runs bin/depth_node.

@@ -380,12 +380,14 @@ def test_ci_runs_the_readme_test_command():
 #: the shipped KITTI split files and their licence (installed under share/fmdepth_ros/splits)
 SPLIT_FILES = os.path.join('splits', '*', '*.txt')
 SPLIT_LICENCE = os.path.join('splits', 'LICENSE.FeatDepth')
+#: the real KITTI clip of ``fmdepth demo --real`` (its calibration and pose files)
+REAL_CLIP_FILES = os.path.join('data', '*', '*.txt')
 
 
 def copy_package_sources(dest):
     """Copy what setup.py needs into ``dest`` (builds must not litter the working tree)."""
     keep = ['package.xml', 'setup.py', 'setup.cfg', 'LICENSE', 'resource', PACKAGE, 'launch',
-            'config', 'splits', os.path.join('scripts', 'pip_launcher')]
+            'config', 'splits', 'data', os.path.join('scripts', 'pip_launcher')]
     for name in keep:
         path = os.path.join(ROOT, name)
         if os.path.isdir(path):
@@ -414,7 +416,8 @@ def test_pip_wheel_carries_the_ament_layout(tmp_path):
         assert b'bin/depth_node' in archive.read(launcher)
     assert data + f'share/ament_index/resource_index/packages/{PACKAGE}' in entries
     assert data + f'share/{PACKAGE}/package.xml' in entries
-    for pattern in ('launch/*.launch.py', 'config/*.yaml', SPLIT_FILES, SPLIT_LICENCE):
+    for pattern in ('launch/*.launch.py', 'config/*.yaml', SPLIT_FILES, SPLIT_LICENCE,
+                    REAL_CLIP_FILES):
         for path in glob.glob(os.path.join(ROOT, pattern)):
             assert data + f'share/{PACKAGE}/' + os.path.relpath(path, ROOT) in entries
 
@@ -436,7 +439,8 @@ def test_colcon_build_installs_the_ament_layout(tmp_path):
     prefix = tmp_path / 'install' / PACKAGE
     assert (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' / PACKAGE).is_file()
     assert (prefix / 'share' / PACKAGE / 'package.xml').is_file()
-    for pattern in ('launch/*.launch.py', 'config/*.yaml', SPLIT_FILES, SPLIT_LICENCE):
+    for pattern in ('launch/*.launch.py', 'config/*.yaml', SPLIT_FILES, SPLIT_LICENCE,
+                    REAL_CLIP_FILES):
         for path in glob.glob(os.path.join(ROOT, pattern)):
             assert (prefix / 'share' / PACKAGE / os.path.relpath(path, ROOT)).is_file()
     for exe in ('depth_node', 'fmdepth'):

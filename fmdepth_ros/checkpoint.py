@@ -19,6 +19,7 @@ import torch
 
 from .atomic_io import open_atomic
 from .config import Config
+from .encoder_weights import without_encoder_weights
 from .errors import CheckpointError
 
 FORMAT_NAME = 'fmdepth_ros'
@@ -174,7 +175,7 @@ def load_checkpoint(path, map_location='cpu',
     ckpt = read_checkpoint(path, map_location)
     cfg = config_of(ckpt, path)
     # the stored weights replace any ImageNet init: do not read cfg's (maybe gone) weights file
-    model = (model_factory or build_model)(cfg.merged({'model': {'encoder_weights': None}}))
+    model = (model_factory or build_model)(without_encoder_weights(cfg))
     load_state_strict(model, ckpt['state_dict'], path)
     if map_location is not None and not callable(map_location) \
             and not isinstance(map_location, dict):

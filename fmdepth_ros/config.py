@@ -27,7 +27,10 @@ class ModelConfig:
     frame_ids: Tuple[int, ...] = (0, -1, 1)  # target first, then sources
     num_scales: int = 4
     pose_translation_scale: float = 0.01     # PoseNet raw translation x this (official 0.01)
-    encoder_weights: Optional[str] = None    # local torchvision-layout ResNet .pth, or None
+    # Local torchvision-layout ImageNet ResNet .pth files, one per encoder (None: random init).
+    encoder_weights: Optional[str] = None          # DepthNet encoder (ResNet-depth_layers)
+    pose_encoder_weights: Optional[str] = None     # PoseNet encoder (ResNet-pose_layers)
+    feature_encoder_weights: Optional[str] = None  # FeatureNet encoder (ResNet-feature_layers)
 
 
 @dataclass

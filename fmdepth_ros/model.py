@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from . import geometry, losses
 from .config import Config
-from .encoder_weights import read_encoder_weights
+from .encoder_weights import encoder_state_dicts, ENCODER_WEIGHT_SETTINGS
+from .errors import WeightsError
 from .networks import DepthNet, disp_to_depth, FeatureNet, PoseNet
 
 __all__ = ['FeatDepthModel']
@@ -52,10 +53,11 @@ class FeatDepthModel(nn.Module):
     """The three FeatDepth networks plus the self-supervised losses of both training stages.
 
     Args:
-        cfg: :class:`fmdepth_ros.config.Config`. ``cfg.model.encoder_weights`` (a local
-            torchvision-layout ResNet file) initialises the DepthNet encoder, and also the
-            FeatureNet / PoseNet encoders whose ResNet depth equals ``depth_layers`` (a file
-            holds one ResNet depth).
+        cfg: :class:`fmdepth_ros.config.Config`. ``cfg.model.encoder_weights``,
+            ``pose_encoder_weights`` and ``feature_encoder_weights`` (local torchvision-layout
+            ResNet files, e.g. ImageNet) initialise the DepthNet, PoseNet and FeatureNet
+            encoders, each on its own; a file must match its encoder's ResNet depth (every
+            layer is loaded or ``WeightsError`` names the setting and the file).
 
     Attributes:
         depth_net: :class:`DepthNet`; pose_net: :class:`PoseNet`;
@@ -70,15 +72,20 @@ class FeatDepthModel(nn.Module):
         if not m.frame_ids or m.frame_ids[0] != 0 or len(set(m.frame_ids)) != len(m.frame_ids):
             raise ValueError(f'cfg.model.frame_ids must start with 0 and be unique, '
                              f'got {tuple(m.frame_ids)}')
-        weights = read_encoder_weights(m.encoder_weights) if m.encoder_weights else None
-        self.depth_net = DepthNet(m.depth_layers, m.depth_decoder, m.min_depth, m.max_depth,
-                                  encoder_weights=weights)
-        self.pose_net = PoseNet(m.pose_layers, (m.pose_height, m.pose_width),
-                                encoder_weights=weights if m.pose_layers == m.depth_layers
-                                else None, translation_scale=m.pose_translation_scale)
-        self.feature_net = FeatureNet(m.feature_layers,
-                                      encoder_weights=weights if m.feature_layers == m.depth_layers
-                                      else None)
+        weights = encoder_state_dicts(m)
+        builders = {
+            'depth_net': lambda sd: DepthNet(m.depth_layers, m.depth_decoder, m.min_depth,
+                                             m.max_depth, encoder_weights=sd),
+            'pose_net': lambda sd: PoseNet(m.pose_layers, (m.pose_height, m.pose_width),
+                                           encoder_weights=sd,
+                                           translation_scale=m.pose_translation_scale),
+            'feature_net': lambda sd: FeatureNet(m.feature_layers, encoder_weights=sd)}
+        for name, build in builders.items():
+            try:
+                setattr(self, name, build(weights[name]))
+            except WeightsError as exc:
+                setting = ENCODER_WEIGHT_SETTINGS[name]
+                raise WeightsError(f'model.{setting} {getattr(m, setting)}: {exc}') from None
         self.feature_net_frozen = False
         self._autocast: Optional[Tuple[str, torch.dtype]] = None
 

@@ -248,7 +248,7 @@ def build_converted_config(fmt: str, parts: Parts, size, base: Optional[Config] 
         m.pose_height, m.pose_width = FEATDEPTH_POSE_SIZE
     else:
         m.pose_height, m.pose_width = m.height, m.width
-    m.encoder_weights = None
+    m.encoder_weights = m.pose_encoder_weights = m.feature_encoder_weights = None
     return cfg
 
 

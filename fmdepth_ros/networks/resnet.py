@@ -147,8 +147,13 @@ def adapt_state_dict(encoder: ResNet, state_dict, source='state dict'):
 
     Drops the classifier (``fc.*``); when the encoder takes N stacked images and the file's
     ``conv1.weight`` takes 3 channels, repeats it N times and divides by N (official code).
+    BatchNorm ``num_batches_tracked`` counters absent from the file (torchvision's ImageNet
+    files predate them) start at 0, as in a fresh network; every other key must be there.
     """
     sd = {k: v for k, v in state_dict.items() if not k.startswith('fc.')}
+    for key, value in encoder.state_dict().items():
+        if key.endswith('.num_batches_tracked') and key not in sd:
+            sd[key] = torch.zeros_like(value)
     w = sd.get('conv1.weight')
     n = encoder.num_input_images
     if w is not None and n > 1 and w.shape[1] == 3:

@@ -67,7 +67,7 @@ def encoder_state_dicts(model_cfg) -> Dict[str, Optional[Dict[str, torch.Tensor]
 
 def without_encoder_weights(cfg):
     """Return a copy of ``cfg`` whose encoder weight settings are all None (no file is read)."""
-    return cfg.merged({'model': {s: None for s in ENCODER_WEIGHT_SETTINGS.values()}})
+    return cfg.merged({'model': dict.fromkeys(ENCODER_WEIGHT_SETTINGS.values())})
 
 
 __all__ = ['read_encoder_weights', 'encoder_state_dicts', 'without_encoder_weights',

@@ -13,7 +13,7 @@ PAPER_SMALL = {'model': {'height': 64, 'width': 96, 'depth_layers': 50, 'pose_la
 
 
 def torchvision_state_dict(layers, seed):
-    """A ResNet state dict as torchvision's ImageNet files hold it, with random values.
+    """Return a ResNet state dict as torchvision's ImageNet files hold it, with random values.
 
     torchvision key names, the 1000-class classifier (``fc.*``) and no BatchNorm
     ``num_batches_tracked`` counters (the ImageNet files predate them).

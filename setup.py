@@ -55,6 +55,7 @@ setup(
             'predict = fmdepth_ros.commands.predict',
             'convert = fmdepth_ros.commands.convert',
             'export = fmdepth_ros.commands.export',
+            'export-gt = fmdepth_ros.commands.export_gt',
             'synth = fmdepth_ros.commands.synth',
             'kitti2bag = fmdepth_ros.commands.kitti2bag',
             'kitti2folder = fmdepth_ros.commands.kitti2folder',

@@ -256,6 +256,7 @@ def test_kitti_raw_tree(tmp_path, seq):
     np.testing.assert_allclose(z[hit], seq.depths[2][hit], rtol=1e-4, atol=1e-4)
     # The standard GT stores the velodyne forward coordinate: ~0.27 m behind the camera.
     vx = velodyne_to_depth(scan, calib, (h, w))
+    eigen = velodyne_to_depth(scan, calib, (h, w), pixel_offset=-1)   # Monodepth2 pixels
     assert np.all(np.abs(vx[hit] - z[hit] - 0.27) < 0.1)
 
     cfg = _cfg()
@@ -269,7 +270,7 @@ def test_kitti_raw_tree(tmp_path, seq):
     split.write_text(f'{DRIVE} 0000000002 l\n{DRIVE} 4 l\n')
     test = make_dataset(root, cfg, split='test', split_file=str(split))
     assert len(test) == 2
-    np.testing.assert_array_equal(test.native_depth(0), vx)
+    np.testing.assert_array_equal(test.native_depth(0), eigen)
     assert test[1]['images'].shape == (3, 3, H, W)     # last frame: neighbour +1 is clamped
     assert test[0]['depth_gt'].shape == (1, H, W)
     # A prepared gt_depths.npz beside the split file wins over the velodyne scans.

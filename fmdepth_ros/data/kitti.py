@@ -12,13 +12,16 @@ Split files (Monodepth2 / FeatDepth format), one sample per line::
 
 The original Eigen test list format (``.../image_02/data/0000000069.png ...``) is read too.
 Ground truth comes from a Monodepth2-style ``gt_depths.npz`` (``data``: one depth map per split
-line, in order) or is projected from the velodyne scan.
+line, in order; ``fmdepth export-gt`` writes it with :func:`export_gt_depths`) or is projected
+from the velodyne scan the same way (:func:`eigen_gt_depth`).
 """
 
 import os
 import re
 
-from fmdepth_ros.data.kitti_calib import kitti_intrinsics, velodyne_to_depth
+from fmdepth_ros.atomic_io import open_atomic
+from fmdepth_ros.data.kitti_calib import (CAM_TO_CAM, kitti_intrinsics, read_calib_file,
+                                          velodyne_to_depth)
 from fmdepth_ros.data.triplets import FrameSource
 import numpy as np
 
@@ -134,12 +137,79 @@ class KittiDriveSource(FrameSource):
             return np.asarray(self.gt[i], dtype=np.float32)
         if not os.path.isfile(self.velodyne_path(i)):
             return None
+        if self.velodyne_depth:
+            return eigen_gt_depth(self.root, self.folder, i, self.cam)
+        return velodyne_to_depth(self.velodyne_path(i), self.calib_dir, self.image_shape(i),
+                                 self.cam, velodyne_depth=False, pixel_offset=-1)
+
+    def image_shape(self, i):
+        """(H, W) of frame ``i``'s image file."""
         from PIL import Image
 
         with Image.open(self.image_path(i)) as img:
-            shape = (img.height, img.width)
-        return velodyne_to_depth(self.velodyne_path(i), self.calib_dir, shape, self.cam,
-                                 self.velodyne_depth)
+            return img.height, img.width
+
+
+def _rectified_shape(calib_dir, cam):
+    """(H, W) of rectified camera ``cam`` from ``S_rect_0{cam}``, or None when absent."""
+    calib = read_calib_file(os.path.join(calib_dir, CAM_TO_CAM))
+    size = calib.get(f'S_rect_0{cam}')
+    if size is None or size.size != 2:
+        return None
+    return int(size[1]), int(size[0])
+
+
+def eigen_gt_depth(root, folder, frame, cam=2):
+    """Eigen-split ground truth of one frame, as Monodepth2's ``export_gt_depth.py`` makes it.
+
+    The velodyne scan ``ROOT/folder/velodyne_points/data/{frame:010d}.bin`` is projected into
+    rectified camera ``cam`` (velo -> cam0 -> R_rect_00 -> P_rect_0{cam}); points behind the
+    scanner are dropped, the depth stored is the velodyne forward coordinate x, pixels follow
+    Monodepth2's ``round() - 1`` convention and the nearest point wins a pixel. The map has the
+    calibration's ``S_rect_0{cam}`` size (Monodepth2), else the image's.
+
+    Returns:
+        [H, W] float32 metres, 0 where no point projects. Raises ``ValueError`` naming a
+        missing scan.
+    """
+    calib_dir = os.path.join(str(root), folder.strip('/').split('/')[0])
+    scan = os.path.join(str(root), folder.strip('/'), 'velodyne_points', 'data',
+                        f'{int(frame):010d}.bin')
+    if not os.path.isfile(scan):
+        raise ValueError(f'{scan}: velodyne scan missing')
+    shape = _rectified_shape(calib_dir, cam)
+    if shape is None:
+        shape = KittiDriveSource(root, folder, cam).image_shape(int(frame))
+    return velodyne_to_depth(scan, calib_dir, shape, cam, velodyne_depth=True, pixel_offset=-1)
+
+
+def export_gt_depths(root, split_file, out_path, progress=None) -> int:
+    """Write the ground truth of every line of ``split_file`` to ``out_path`` (.npz, atomic).
+
+    As Monodepth2's ``export_gt_depth.py``: ``np.savez_compressed(out, data=...)``, one
+    float32 [H, W] map (metres, 0 = none) per split line in order, from
+    :func:`eigen_gt_depth`. ``progress`` (optional) is called with each line's index.
+
+    Returns:
+        the number of maps written.
+    """
+    entries = read_split_file(split_file)
+    if not entries:
+        raise ValueError(f'{split_file}: no split lines')
+    maps = []
+    for k, (folder, frame, cam) in enumerate(entries):
+        maps.append(eigen_gt_depth(root, folder, frame, cam))
+        if progress is not None:
+            progress(k)
+    if len({m.shape for m in maps}) == 1:
+        data = np.stack(maps)
+    else:                                        # drives of different image sizes
+        data = np.empty(len(maps), dtype=object)
+        for k, depth in enumerate(maps):
+            data[k] = depth
+    with open_atomic(out_path, 'wb') as f:
+        np.savez_compressed(f, data=data)
+    return len(maps)
 
 
 def load_gt_depths(path):

@@ -68,6 +68,7 @@ class TrainConfig:
     num_workers: int = 2
     log_every: int = 10
     checkpoint_every: int = 1000
+    keep_epoch_checkpoints: int = 5             # last N epoch_<k>.pt kept; 0: none written
     amp: bool = True                            # autocast on CUDA only
     seed: int = 0
     flip_prob: float = 0.5

@@ -18,10 +18,13 @@ import logging
 import math
 import os
 import random
+import re
+import shutil
 import signal
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fmdepth_ros.atomic_io import open_atomic
 from fmdepth_ros.config import Config, save_config
 from fmdepth_ros.distributed import all_gather_objects, any_flag, barrier, DistInfo
 from fmdepth_ros.errors import TrainingError
@@ -33,6 +36,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 LOG = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = 'checkpoint.pt'   # latest state of a run; --resume reads it
+#: per-epoch copies of the rolling checkpoint, k = 1-based epoch of the stage
+EPOCH_CHECKPOINT_NAMES = {'depth': 'epoch_{}.pt', 'feature': 'feature_epoch_{}.pt'}
 TRAINER_STATE_VERSION = 1
 STAGES = ('feature', 'depth')
 
@@ -559,6 +564,13 @@ class Trainer:
                     if stop:
                         self._save(plan, optimizer, scheduler, scaler)
                         return 'interrupted'
+                    epoch_done = (self.step - plan.start) % self.steps_per_epoch == 0
+                    if epoch_done and self.cfg.train.keep_epoch_checkpoints > 0:
+                        self._save(plan, optimizer, scheduler, scaler)
+                        self._keep_epoch_copy(plan, (self.step - plan.start)
+                                              // self.steps_per_epoch)
+                        if self.step >= end:
+                            return 'done'
                     if self.step >= end:
                         break
                     if self.checkpoint_every and self.step % self.checkpoint_every == 0:
@@ -665,6 +677,24 @@ class Trainer:
                          self.step)
 
     # ----------------------------------------------------------------- checkpoint
+    def _keep_epoch_copy(self, plan, epoch: int) -> None:
+        """Copy the rolling checkpoint to ``epoch_<epoch>.pt``; keep the newest N copies.
+
+        Each copy is a complete, resumable checkpoint of the end of that epoch (the paper's
+        model is chosen by epoch: the official M run peaked around epoch 14 of 40).
+        """
+        if not self.dist.is_main:
+            return
+        pattern = EPOCH_CHECKPOINT_NAMES[plan.name]
+        with open(self.checkpoint_path, 'rb') as src, \
+                open_atomic(os.path.join(self.out_dir, pattern.format(epoch)), 'wb') as dst:
+            shutil.copyfileobj(src, dst, 16 << 20)
+        regex = re.compile('^' + re.escape(pattern).replace(r'\{\}', r'(\d+)') + '$')
+        kept = sorted((int(m.group(1)), name) for name in os.listdir(self.out_dir)
+                      for m in [regex.match(name)] if m)
+        for _, name in kept[:-self.cfg.train.keep_epoch_checkpoints]:
+            os.remove(os.path.join(self.out_dir, name))
+
     def _save(self, plan, optimizer, scheduler, scaler) -> None:
         from fmdepth_ros import checkpoint as ckpt_mod
         rngs = all_gather_objects(self.dist, capture_rng_state())

@@ -254,3 +254,21 @@ def test_user_errors_are_one_line(synth_dir, tiny_config, tmp_path, capsys):
     assert _train(synth_dir, tiny_config, out, '--resume') == 2
     err = capsys.readouterr().err
     assert err.startswith('fmdepth train: error:') and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_epoch_checkpoints_keep_the_last_n(synth_dir, tmp_path):
+    """Each finished epoch leaves epoch_<k>.pt (a full checkpoint); only the newest N stay."""
+    config = tmp_path / 'keep1.yaml'
+    save_config(load_config(overrides=TINY).merged({'train': {'keep_epoch_checkpoints': 1}}),
+                str(config))
+    out = tmp_path / 'run'
+    assert _train(synth_dir, str(config), out) == 0     # 1 feature epoch + 2 depth epochs
+    names = sorted(n for n in os.listdir(out) if n.endswith('.pt'))
+    assert names == ['checkpoint.pt', 'epoch_2.pt', 'feature_epoch_1.pt']
+    last, info = _state(str(out / 'checkpoint.pt'))
+    copy, copy_info = _state(str(out / 'epoch_2.pt'))
+    assert copy_info['step'] == info['step'] == 12       # 4 batches per epoch
+    assert all(torch.equal(last[k], copy[k]) for k in last)
+    feature, feature_info = _state(str(out / 'feature_epoch_1.pt'))
+    assert feature_info['step'] == 4 and feature_info['extra']['trainer']['stage'] == 'feature'

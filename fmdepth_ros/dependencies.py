@@ -51,6 +51,13 @@ DEPENDENCIES = {
     'psutil': ('python3-psutil', 'psutil', EXEC),
     'kornia': ('python3-kornia-pip', 'kornia', EXEC),
     'rosbags': ('python3-rosbags-pip', 'rosbags', EXEC),
+    # deployment runtimes (runtime/backends, runtime/onnx_export); checked with torch 2.13 and
+    # numpy 2.4. TensorRT: setup_env.sh installs it only where CUDA is present.
+    'onnx': ('python3-onnx', 'onnx', EXEC),
+    'onnxscript': ('python3-onnxscript-pip', 'onnxscript', EXEC),
+    'onnxruntime': ('python3-onnxruntime-pip', 'onnxruntime', EXEC),
+    'openvino': ('python3-openvino-pip', 'openvino', EXEC),
+    'tensorrt': ('python3-tensorrt-pip', None, EXEC),
     # tests
     'pytest': ('python3-pytest', 'pytest', TEST),
     'hypothesis': ('python3-hypothesis', 'hypothesis', TEST),

@@ -49,3 +49,14 @@ class BagError(FmdepthError):
 
 class StartupError(FmdepthError):
     """The node cannot start (bad weights file, config, device)."""
+
+
+class ExportError(FmdepthError):
+    """A network cannot be exported to ONNX (exporter missing or failed, bad ONNX file)."""
+
+
+class BackendUnavailable(FmdepthError):
+    """An inference backend cannot run here (runtime, provider or engine build missing).
+
+    The backend factory catches it, warns once and tries the next backend.
+    """

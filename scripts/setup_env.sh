@@ -164,6 +164,13 @@ else
     fi
 fi
 
+# TensorRT only where CUDA is (its wheels need an NVIDIA driver); FMDEPTH_NO_TENSORRT=1 skips it
+if [[ -z "${FMDEPTH_NO_TENSORRT:-}" ]] \
+        && "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    log "CUDA present: installing TensorRT"
+    pip_install "${PIPQ[@]}" tensorrt || log "warning: TensorRT did not install; the tensorrt backend will fall back"
+fi
+
 # ---------------------------------------------------------------- 3. interfaces not on PyPI
 interface_ok() {  # $1 = python statement that must succeed
     "$PY" -c "$1" >/dev/null 2>&1

@@ -37,6 +37,7 @@ import copy
 import logging
 import os
 import threading
+import time
 from typing import Optional, Tuple
 
 from fmdepth_ros.geometry import pose_from_axisangle
@@ -257,13 +258,23 @@ class DepthPredictor:
         compile: wrap the network in ``torch.compile``; on any failure, warn and run eager.
         cuda_graphs: capture the whole per-frame device pipeline in a CUDA graph (CUDA only;
             re-captured when the input size changes; warns and runs without on failure).
+        engine: an ONNX engine (:mod:`fmdepth_ros.runtime.backends`) that runs the network
+            instead of torch: ``engine(image [1,3,h,w]) -> disp [1,1,h',w']`` on
+            ``engine.device``. The torch-side steps then run in fp32 and the torch copy of the
+            network is only kept for weight swaps (``load_depth_state`` refits the engine).
     """
 
     def __init__(self, depth_net, cfg, device='cpu', precision='fp32', channels_last=False,
                  compile=False, cuda_graphs=False,  # noqa: A002 - public keyword
-                 cast_weights=False):
+                 cast_weights=False, engine=None):
         """Copy the network to ``device`` and set up the optimisations (see class doc)."""
         _check_precision(precision)
+        self.engine = engine
+        self.backend = engine.backend if engine is not None else 'torch'
+        self.swap_seconds = []   # weight swap durations (refit + swap for an engine)
+        if engine is not None:
+            device, precision, cast_weights = engine.device, 'fp32', False
+            channels_last = compile = cuda_graphs = False  # noqa: A001 - the keyword
         self.cfg = cfg
         self.device = torch.device(device)
         self.precision = precision
@@ -279,6 +290,7 @@ class DepthPredictor:
         self._max_depth = float(cfg.model.max_depth)
         self._min_disp = 1.0 / self._max_depth
         self._lock = threading.RLock()
+        self._swap_lock = threading.RLock()
         self.net = copy.deepcopy(_unwrap_depth_net(depth_net)).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -294,7 +306,7 @@ class DepthPredictor:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         dtype = PRECISIONS[self.precision] if self.cast_weights else torch.float32
         self.net.to(device=self.device, dtype=dtype, memory_format=fmt)
-        self._forward = self.net
+        self._forward = self.net if self.engine is None else self.engine
         self._compiled = False
         if self.compile:
             try:
@@ -440,6 +452,7 @@ class DepthPredictor:
         with self._lock:
             self._warn(f'{reason}; falling back to the CPU (fp32, eager)')
             self._graph = None
+            self.engine, self.backend = None, 'torch'
             was_cuda = self.device.type == 'cuda'
             self.device = torch.device('cpu')
             self.precision = 'fp32'
@@ -487,9 +500,36 @@ class DepthPredictor:
         Accepts a DepthNet state dict, a whole-model one (``depth_net.`` keys are used) or the
         ``{'depth_net': state, ...}`` dict that ``OnlineRefiner`` hands to ``on_weights``.
         The tensors keep their storage, so compiled code and captured CUDA graphs stay valid.
+        With an engine, the new weights are written into the exported graph and a new engine
+        is built in the calling thread (frames keep running on the old one meanwhile), then
+        swapped in under the frame lock. ``swap_seconds`` records each swap's duration.
         """
+        start = time.perf_counter()
         state = _select_state(state_dict, 'depth_net')
-        _copy_state_into(self.net, state, self._lock, 'DepthNet')
+        engine = self.engine
+        if engine is None:
+            _copy_state_into(self.net, state, self._lock, 'DepthNet')
+        else:
+            # The torch copy is not used for inference: update it outside the frame lock,
+            # build the refitted engine in the caller's (refiner) thread, swap it under it.
+            with self._swap_lock:
+                _copy_state_into(self.net, state, self._swap_lock, 'DepthNet')
+                refitted = engine.refit(self.net.state_dict())
+                with self._lock:
+                    if self.engine is engine:
+                        self.engine = self._forward = refitted
+        self.swap_seconds.append(time.perf_counter() - start)
+        del self.swap_seconds[:-100]
+
+    def describe(self) -> dict:
+        """Live settings: backend, precision, memory format, where it runs (diagnostics)."""
+        if self.engine is not None:
+            return {'backend': self.backend, 'precision': self.engine.precision,
+                    'engine': self.engine.describe(), 'device': str(self.device)}
+        return {'backend': 'torch', 'precision': self.precision,
+                'weights': 'cast' if self.cast_weights else 'fp32',
+                'channels_last': self.channels_last, 'cuda_graphs': self.cuda_graphs,
+                'compile': self.compile, 'device': str(self.device)}
 
     def state_dict(self):
         """Return the inference copy's DepthNet weights (on the inference device)."""

@@ -1,0 +1,72 @@
+"""The common part of the ONNX-based inference engines (onnxruntime, OpenVINO, TensorRT).
+
+An engine runs one exported graph (:mod:`fmdepth_ros.runtime.onnx_export`) on torch tensors:
+``engine(*inputs) -> output`` (one tensor) or a tuple of them, float32 in and out, on
+``engine.device``. For the depth graph: ``image [1, 3, H, W]`` RGB in ``[0, 1]`` ->
+``disp [1, 1, H/2, W/2]`` scale-0 sigmoid disparity. :class:`runtime.inference.DepthPredictor`
+takes an engine in place of the torch network, keeping its pre/post-processing.
+
+:meth:`Engine.refit` gives a new engine with other weights (written into the graph by name,
+no new trace): online refinement calls it in its own thread and swaps the result in.
+"""
+
+from fmdepth_ros.runtime.onnx_export import with_weights
+import numpy as np
+import torch
+
+
+class Engine:
+    """Base of the ONNX engines; subclasses implement ``_build(data)`` and ``_run(arrays)``.
+
+    Args:
+        model_proto: the ``onnx.ModelProto`` to run.
+        device: torch device of the tensors given and returned.
+        precision: 'fp32', 'fp16' or 'bf16': the runtime's compute precision.
+        threads: CPU threads of the runtime (default: torch's intra-op thread count).
+        options: backend-specific settings (see each subclass).
+
+    ``_build`` raises :class:`fmdepth_ros.errors.BackendUnavailable` when the runtime is not
+    installed, lacks the provider or cannot build the graph.
+    """
+
+    backend = ''
+    precisions = ('fp32',)
+
+    def __init__(self, model_proto, device='cpu', precision='fp32', threads=None, **options):
+        """Build the runtime's executable graph (see the class doc)."""
+        from fmdepth_ros.errors import BackendUnavailable
+        if precision not in self.precisions:
+            raise BackendUnavailable(f'{self.backend} does not run {precision} here '
+                                     f'(supported: {", ".join(self.precisions)})')
+        self.model_proto = model_proto
+        self.device = torch.device(device)
+        self.precision = precision
+        self.threads = int(threads or torch.get_num_threads())
+        self.options = dict(options)
+        initializers = {i.name for i in model_proto.graph.initializer}
+        self.input_names = [i.name for i in model_proto.graph.input if i.name not in initializers]
+        self.output_names = [o.name for o in model_proto.graph.output]
+        self._build(model_proto.SerializeToString())
+
+    def _build(self, data):
+        raise NotImplementedError
+
+    def _run(self, arrays):
+        """Run the graph on float32 numpy ``arrays`` (input order); returns numpy outputs."""
+        raise NotImplementedError
+
+    def __call__(self, *inputs):
+        """Run on torch tensors; returns a tensor (one output) or a tuple, on ``self.device``."""
+        arrays = [t.detach().to('cpu', torch.float32).contiguous().numpy() for t in inputs]
+        outputs = tuple(torch.from_numpy(np.asarray(o)).to(self.device)
+                        for o in self._run(arrays))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def refit(self, state_dict):
+        """Return a new engine of the same settings with ``state_dict``'s weights (by name)."""
+        return type(self)(with_weights(self.model_proto, state_dict), self.device,
+                          self.precision, self.threads, **self.options)
+
+    def describe(self):
+        """One line: backend, precision, where it runs."""
+        return f'{self.backend} {self.precision} on {self.device}'

@@ -59,6 +59,7 @@ setup(
             'synth = fmdepth_ros.commands.synth',
             'kitti2bag = fmdepth_ros.commands.kitti2bag',
             'kitti2folder = fmdepth_ros.commands.kitti2folder',
+            'figure = fmdepth_ros.commands.figure',
             'evaluate = fmdepth_ros.ros.tools.evaluate',
             'bench = fmdepth_ros.ros.tools.bench',
             'replay = fmdepth_ros.ros.tools.replay',

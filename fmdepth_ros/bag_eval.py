@@ -73,14 +73,34 @@ def _has_topic(path, topic) -> bool:
         return any(c.topic == topic for c in reader.connections)
 
 
-def _score_depth(scores, gt, pred, garg_crop):
-    """Add one predicted map, scored against a same-size GT map, to ``scores``.
+def resize_to_ground_truth(pred, shape):
+    """Return the node's depth [h, w] resized to the GT map's ``shape`` (H, W).
 
-    ``garg_crop`` None: the Garg crop only on full-resolution KITTI-like images.
+    Inverse depth is resized bilinearly, as ``fmdepth evaluate --data`` resizes the network's
+    disparity to the ground truth; a map of that shape already is returned as it is.
+    """
+    import cv2
+
+    if pred.shape == tuple(shape):
+        return pred
+    inverse = 1.0 / np.maximum(np.asarray(pred, dtype=np.float32), 1e-6)
+    return 1.0 / cv2.resize(inverse, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def _score_depth(scores, gt, pred, garg_crop):
+    """Add one predicted map, scored against a GT map, to ``scores``.
+
+    A GT map of another size than the node's depth (LiDAR at the camera's native resolution,
+    frames downscaled) is compared at the GT size (:func:`resize_to_ground_truth`) when both
+    have the same aspect ratio within 2 %. ``garg_crop`` None: the Garg crop only on
+    full-resolution KITTI-like ground truth.
     """
     if gt.shape != pred.shape:
-        raise BagError(f'ground-truth depth is {gt.shape[1]}x{gt.shape[0]} but the node '
-                       f'published {pred.shape[1]}x{pred.shape[0]}')
+        aspect_gt, aspect_pred = gt.shape[1] / gt.shape[0], pred.shape[1] / pred.shape[0]
+        if abs(aspect_gt / aspect_pred - 1.0) > 0.02:
+            raise BagError(f'ground-truth depth is {gt.shape[1]}x{gt.shape[0]} but the node '
+                           f'published {pred.shape[1]}x{pred.shape[0]} (another aspect ratio)')
+        pred = resize_to_ground_truth(pred, gt.shape)
     crop = pred.shape[1] >= KITTI_MIN_WIDTH if garg_crop is None else garg_crop
     scores.add(gt, pred, garg_crop=crop)
 

@@ -360,7 +360,7 @@ class MessageFactory:
 
 # ----------------------------------------------------------------------------- writing
 
-def _qos(transient_local: bool = False):
+def offered_qos(transient_local: bool = False):
     """Return the rosbags Qos profile offered by the (virtual) recorder: reliable, keep last."""
     from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
                                     QosReliability, QosTime)
@@ -427,7 +427,7 @@ def write_bag(drive: KittiDrive, out_bag, storage: str = 'mcap', compressed: boo
         with Writer(tmp, version=BAG_VERSION, storage_plugin=plugin) as writer:
             def connect(topic, msgtype, transient_local=False):
                 return writer.add_connection(topic, msgtype, typestore=typestore,
-                                             offered_qos_profiles=[_qos(transient_local)])
+                                             offered_qos_profiles=[offered_qos(transient_local)])
 
             image_topic = COMPRESSED_TOPIC if compressed else IMAGE_TOPIC
             conns = {

@@ -18,8 +18,8 @@ Output (both folders are read by :mod:`fmdepth_ros.data.folder`)::
         intrinsics.txt                P_rect_02 scaled to 320x97 pixels
 
 The width is fixed (:data:`CLIP_WIDTH`); the height keeps the source's aspect ratio, rounded.
-Intrinsics follow :func:`fmdepth_ros.data.triplets.scale_K` (fx, cx *= sx; fy, cy *= sy), the
-convention the loaders use when they resize frames to the network size. Each folder is built
+Intrinsics and projection matrices are scaled by :func:`fmdepth_ros.geometry.scale_intrinsics`
+(fx, cx *= sx; fy, cy *= sy), as the loaders do when they resize frames to the network size. Each folder is built
 beside its target and renamed into place when complete.
 """
 
@@ -31,6 +31,7 @@ import sys
 
 from fmdepth_ros.atomic_io import replace_atomic, write_text_atomic
 from fmdepth_ros.errors import DataError
+from fmdepth_ros.geometry import scale_intrinsics
 import numpy as np
 
 CLIP_WIDTH = 320
@@ -44,17 +45,6 @@ CITY_CLIP = 'kitti_city_78'
 def clip_size(width, height, clip_width=CLIP_WIDTH):
     """(width, height) of a frame ``width`` x ``height`` downscaled to ``clip_width`` wide."""
     return clip_width, int(round(height * clip_width / width))
-
-
-def scale_projection(P, sx, sy):
-    """Scale a 3x4 projection matrix (pixels) to an image resized by (sx, sy).
-
-    Row 0 is multiplied by ``sx``, row 1 by ``sy``.
-    """
-    P = np.array(P, dtype=np.float64).reshape(3, 4)
-    P[0] *= sx
-    P[1] *= sy
-    return P
 
 
 def _numbers(values):
@@ -122,7 +112,8 @@ def make_odometry_clip(source, out_dir):
             numbers = values.split()
             if len(numbers) != 12:
                 continue
-            scaled = _numbers(scale_projection(np.array(numbers, dtype=np.float64), sx, sy))
+            P = np.array(numbers, dtype=np.float64).reshape(3, 4)
+            scaled = _numbers(scale_intrinsics(P, sx, sy))
             lines.append(f'{key}: {scaled}' if key else scaled)
         if not lines:
             raise DataError(f'{source / "calib.txt"}: no 3x4 projection matrix')
@@ -159,7 +150,7 @@ def make_city_clip(drive_dir, out_dir):
         if not np.allclose(P.reshape(3, 4)[:, :3], find_intrinsics(str(full))):
             raise DataError(f'{full}: unexpected intrinsics.txt layout')
         write_text_atomic(tmp / 'intrinsics.txt',
-                          f'P_rect_02: {_numbers(scale_projection(P, sx, sy))}\n')
+                          f'P_rect_02: {_numbers(scale_intrinsics(P.reshape(3, 4), sx, sy))}\n')
         replace_atomic(full / 'depth', tmp / 'depth')
         shutil.rmtree(full)
 

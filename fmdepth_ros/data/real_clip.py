@@ -19,8 +19,8 @@ Output (both folders are read by :mod:`fmdepth_ros.data.folder`)::
 
 The width is fixed (:data:`CLIP_WIDTH`); the height keeps the source's aspect ratio, rounded.
 Intrinsics and projection matrices are scaled by :func:`fmdepth_ros.geometry.scale_intrinsics`
-(fx, cx *= sx; fy, cy *= sy), as the loaders do when they resize frames to the network size. Each folder is built
-beside its target and renamed into place when complete.
+(fx, cx *= sx; fy, cy *= sy), as the loaders do when they resize frames to the network size.
+Each folder is built beside its target and renamed into place when complete.
 """
 
 import argparse

@@ -38,6 +38,11 @@ HEIGHT, WIDTH = 64, 96
 def configure_parser(parser):
     """Add the ``fmdepth demo`` arguments to ``parser``."""
     parser.add_argument('--out', default='demo_out', help='output directory (default demo_out/)')
+    parser.add_argument('--real', action='store_true',
+                        help='real KITTI footage instead (data/: train config/kitti_cpu.yaml on '
+                             'odometry 00, score on the city drive against its LiDAR with the '
+                             'baselines, the node refining online over it as a bag, '
+                             'OUT/real.png); about 15 minutes of training on 2 cores, cached')
     parser.add_argument('--train-seed', type=int, default=0,
                         help='seed of the training corridor (default 0)')
     parser.add_argument('--train-frames', type=int, default=40,
@@ -53,17 +58,23 @@ def configure_parser(parser):
                         help='seed of the unseen corridor the node runs on (default 5)')
     parser.add_argument('--frames', type=int, default=12,
                         help='frames of the unseen corridor (default 12)')
-    parser.add_argument('--passes', type=int, default=4,
+    parser.add_argument('--passes', type=int, default=None,
                         help='times the corridor is played; the last one without learning '
-                             '(default 4)')
-    parser.add_argument('--iterations', type=int, default=8,
-                        help='refinement Adam steps per window (default 8)')
-    parser.add_argument('--lr', type=float, default=5e-5,
+                             '(default 4; --real: passes over the city drive, all learning, '
+                             'default 3)')
+    parser.add_argument('--iterations', type=int, default=None,
+                        help="refinement Adam steps per window (default 8; --real: the node's "
+                             'default)')
+    parser.add_argument('--lr', type=float, default=None,
                         help="refinement learning rate (default 5e-5: 1e-4, the paper's, "
                              'with fresh Adam moments on every window makes steps that the '
-                             'guard often reverts when the whole DepthNet + PoseNet learns)')
-    parser.add_argument('--target', choices=('all', 'decoder'), default='all',
-                        help='what the refinement updates (default all: DepthNet + PoseNet)')
+                             'guard often reverts when the whole DepthNet + PoseNet learns; '
+                             "--real: the node's default)")
+    parser.add_argument('--target', choices=('all', 'decoder'), default=None,
+                        help='what the refinement updates (default all: DepthNet + PoseNet; '
+                             "--real: the node's default)")
+    parser.add_argument('--figure-frames', default='10,40,70',
+                        help='--real: city frames shown in OUT/real.png (default 10,40,70)')
     parser.add_argument('--budget', type=float, default=240.0,
                         help='seconds of online learning; then refinement stops and one final '
                              'pass is measured (default 240)')
@@ -73,21 +84,61 @@ def configure_parser(parser):
                              'stays fast on a busy machine)')
 
 
-def _config_path():
-    """``config/synthetic_cpu.yaml`` of the source tree or the installed share directory."""
+def package_file(*parts):
+    """Path of ``parts`` (e.g. ``'config', 'x.yaml'``) in the source tree or the share folder."""
     here = os.path.dirname(os.path.abspath(__file__))
-    candidates = [os.path.join(here, '..', '..', 'config', DEMO_CONFIG)]
+    candidates = [os.path.join(here, '..', '..', '..', *parts)]
     try:
         from ament_index_python.packages import get_package_share_directory
-        candidates.append(os.path.join(get_package_share_directory('fmdepth_ros'), 'config',
-                                       DEMO_CONFIG))
+        candidates.append(os.path.join(get_package_share_directory('fmdepth_ros'), *parts))
     except Exception:  # noqa: BLE001 - not installed as a ROS package: the tree copy serves
         pass
     for path in candidates:
-        if os.path.isfile(path):
+        if os.path.exists(path):
             return os.path.normpath(path)
-    raise CliError(f'cannot find config/{DEMO_CONFIG} (run from the source tree or install '
+    raise CliError(f'cannot find {os.path.join(*parts)} (run from the source tree or install '
                    'the package)')
+
+
+def _config_path():
+    """``config/synthetic_cpu.yaml`` of the source tree or the installed share directory."""
+    return package_file('config', DEMO_CONFIG)
+
+
+def train_cached(out_dir, settings, train_argv, retrain=False, log=print, prepare=None):
+    """Run ``fmdepth train`` with ``train_argv`` into ``out_dir``, or reuse its checkpoint.
+
+    The checkpoint ``out_dir/checkpoint.pt`` is reused when ``out_dir/demo_settings.json``
+    equals ``settings`` (a JSON-able dict: the parsed config and what else shapes the run) and
+    ``retrain`` is false. ``prepare()`` runs before a training (e.g. to render its data).
+    Returns the checkpoint path.
+    """
+    from fmdepth_ros import cli
+
+    checkpoint = os.path.join(out_dir, 'checkpoint.pt')
+    stamp = os.path.join(out_dir, 'demo_settings.json')
+    if not retrain and os.path.isfile(checkpoint) and os.path.isfile(stamp):
+        with open(stamp) as f:
+            try:
+                cached = json.load(f)
+            except ValueError:
+                cached = None
+        if cached == settings:
+            log(f'phase a: reusing the trained checkpoint {checkpoint} (same settings; '
+                '--retrain to train again)')
+            return checkpoint
+    os.makedirs(out_dir, exist_ok=True)
+    for stale in (stamp, checkpoint):       # fmdepth train refuses to overwrite a run
+        if os.path.exists(stale):
+            os.remove(stale)
+    if prepare is not None:
+        prepare()
+    code = cli.main(['train', '--out', out_dir, '--device', 'cpu', '--no-progress']
+                    + list(train_argv))
+    if code != 0 or not os.path.isfile(checkpoint):
+        raise CliError(f'fmdepth train failed (exit {code})')
+    write_json_atomic(stamp, settings)
+    return checkpoint
 
 
 def train_small_model(out_dir, train_seed=0, train_frames=40, steps=160, retrain=False,
@@ -107,35 +158,19 @@ def train_small_model(out_dir, train_seed=0, train_frames=40, steps=160, retrain
     with open(config) as f:       # the parsed YAML: a comment edit keeps the cache valid
         settings = {'train_seed': train_seed, 'train_frames': train_frames, 'steps': steps,
                     'feature_steps': 10, 'config': yaml.safe_load(f)}
-    checkpoint = os.path.join(out_dir, 'checkpoint.pt')
-    stamp = os.path.join(out_dir, 'demo_settings.json')
-    if not retrain and os.path.isfile(checkpoint) and os.path.isfile(stamp):
-        with open(stamp) as f:
-            try:
-                cached = json.load(f)
-            except ValueError:
-                cached = None
-        if cached == settings:
-            log(f'phase a: reusing the trained checkpoint {checkpoint} (same settings; '
-                '--retrain to train again)')
-            return checkpoint
-    os.makedirs(out_dir, exist_ok=True)
-    for stale in (stamp, checkpoint):       # fmdepth train refuses to overwrite a run
-        if os.path.exists(stale):
-            os.remove(stale)
     data = os.path.join(out_dir, 'train_seq')
-    if cli.main(['synth', data, '--frames', str(train_frames), '--width', str(WIDTH),
-                 '--height', str(HEIGHT), '--seed', str(train_seed)]) != 0:
-        raise CliError('rendering the training corridor failed')
-    log(f'phase a: training DepthNet + PoseNet on {train_frames} frames of corridor '
-        f'{train_seed} for {steps} steps (fmdepth train, {os.path.basename(config)})')
-    code = cli.main(['train', '--data', data, '--config', config, '--out', out_dir,
-                     '--device', 'cpu', '--no-progress', '--feature-steps', '10',
-                     '--max-steps', str(steps), '--checkpoint-every', '0', '--log-every', '40'])
-    if code != 0 or not os.path.isfile(checkpoint):
-        raise CliError(f'fmdepth train failed (exit {code})')
-    write_json_atomic(stamp, settings)
-    return checkpoint
+
+    def render():
+        if cli.main(['synth', data, '--frames', str(train_frames), '--width', str(WIDTH),
+                     '--height', str(HEIGHT), '--seed', str(train_seed)]) != 0:
+            raise CliError('rendering the training corridor failed')
+        log(f'phase a: training DepthNet + PoseNet on {train_frames} frames of corridor '
+            f'{train_seed} for {steps} steps (fmdepth train, {os.path.basename(config)})')
+
+    return train_cached(out_dir, settings,
+                        ['--data', data, '--config', config, '--feature-steps', '10',
+                         '--max-steps', str(steps), '--checkpoint-every', '0',
+                         '--log-every', '40'], retrain, log, prepare=render)
 
 
 class _DemoGraph:
@@ -294,8 +329,17 @@ def _atomic_savefig(fig, path):
         fig.savefig(f, dpi=100, format='png')
 
 
+SYNTHETIC_DEFAULTS = {'passes': 4, 'iterations': 8, 'lr': 5e-5, 'target': 'all'}
+
+
 def run(args):
     """Run the demo (phase a: train or reuse, phase b: the node refining online); returns 0."""
+    if args.real:
+        from fmdepth_ros.ros.tools.demo_real import run_real
+        return run_real(args)
+    for name, value in SYNTHETIC_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.frames < 4 or args.passes < 2 or args.iterations < 1 or args.train_steps < 11:
         raise CliError('need --frames >= 4, --passes >= 2, --iterations >= 1 and '
                        '--train-steps >= 11')

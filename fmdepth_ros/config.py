@@ -81,7 +81,8 @@ class RefineConfig:
 
     iterations: int = 20
     lr: float = 1e-4
-    target: str = 'decoder'           # 'decoder' (depth decoder only) or 'all' (depth + pose)
+    target: str = 'all'               # 'all' (DepthNet + PoseNet, as the official code) or
+    #                                   'decoder' (depth decoder only: cheaper, less effective)
     guard: bool = True                # revert when the refined loss gets worse or non-finite
     queue_size: int = 2
 

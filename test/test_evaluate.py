@@ -162,6 +162,25 @@ def test_cli_without_baselines(setup, capsys):
     assert 'baselines' not in json.loads(out.read_text())
 
 
+def test_cli_refinement_target_and_lr(setup, capsys):
+    """--refine-target / --refine-lr reach the refinement and the JSON; bad lr is one line."""
+    torch.set_num_threads(1)
+    out = setup['tmp'] / 'res' / 'refined.json'
+    base = ['evaluate', '--checkpoint', str(setup['ckpt']), '--data', str(setup['data']),
+            '--device', 'cpu', '--max-samples', '1', '--no-baselines', '--no-odometry']
+    assert cli_main(base + ['--refine-steps', '2', '--json', str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert (data['refine_target'], data['refine_lr']) == ('all', 1e-4)   # official defaults
+    assert data['depth']['refine']['steps'] == 2
+    assert cli_main(base + ['--refine-steps', '1', '--refine-target', 'decoder',
+                            '--refine-lr', '5e-5', '--json', str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert (data['refine_target'], data['refine_lr']) == ('decoder', 5e-5)
+    capsys.readouterr()
+    assert cli_main(base + ['--refine-lr', '0']) == 2
+    assert '--refine-lr must be > 0' in capsys.readouterr().err
+
+
 def test_constant_depth_baseline_is_the_median_guess():
     """After median scaling the constant guess predicts each image's GT median everywhere."""
     gt = np.array([[2.0, 4.0], [8.0, 0.0]])

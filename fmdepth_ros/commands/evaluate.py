@@ -41,6 +41,11 @@ def add_common_arguments(parser):
                              'beside the split file, else velodyne projection)')
     parser.add_argument('--refine-steps', type=int, default=0,
                         help='online refinement iterations per test sample (paper: 20)')
+    parser.add_argument('--refine-target', choices=('all', 'decoder'), default='all',
+                        help='what refinement updates: all = DepthNet + PoseNet (default, the '
+                             'official code), decoder = the depth decoder only')
+    parser.add_argument('--refine-lr', type=float, default=1e-4,
+                        help='Adam learning rate of the refinement (default 1e-4, official)')
     parser.add_argument('--json', default=None, help='write the results to this JSON file')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     parser.add_argument('--scaling', choices=('median', 'fixed'), default='median',
@@ -89,6 +94,8 @@ def run(args):
     """Evaluate a checkpoint on ``--data``; print the table, optionally write JSON; exit code."""
     if args.refine_steps < 0:
         raise CliError(f'--refine-steps must be >= 0, got {args.refine_steps}')
+    if not args.refine_lr > 0:
+        raise CliError(f'--refine-lr must be > 0, got {args.refine_lr}')
     if args.max_samples is not None and args.max_samples < 1:
         raise CliError(f'--max-samples must be >= 1, got {args.max_samples}')
     if not os.path.isfile(args.checkpoint):
@@ -108,6 +115,7 @@ def run(args):
         raise CliError(f'--gt-depths: no such file: {args.gt_depths}')
     device = _resolve_device(args.device)
     model, cfg, info = _load_model(args.checkpoint, device)
+    cfg = cfg.merged({'refine': {'target': args.refine_target, 'lr': args.refine_lr}})
     start = time.perf_counter()
     try:
         results = evaluation.evaluate_data(
@@ -122,6 +130,7 @@ def run(args):
     results.update(checkpoint=os.path.abspath(args.checkpoint), step=info.get('step', 0),
                    data=os.path.abspath(args.data), split=args.split,
                    refine_steps=args.refine_steps, device=str(device),
+                   refine_target=args.refine_target, refine_lr=args.refine_lr,
                    scaling=args.scaling if args.scaling == 'median' else f'fixed x{args.scale}',
                    seconds=round(time.perf_counter() - start, 3))
     print(evaluation.format_table(results))

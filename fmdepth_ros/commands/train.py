@@ -42,6 +42,9 @@ def configure_parser(parser):
                         help='feature: FeatureNet only; depth: DepthNet+PoseNet only; both')
     parser.add_argument('--feature-steps', type=int, default=None,
                         help='length of the FeatureNet stage in steps (default: config)')
+    parser.add_argument('--epochs', type=int, default=None,
+                        help='length of the depth stage in epochs (default: config '
+                             'train.epochs; e.g. the offline refinement protocol)')
     parser.add_argument('--init', default=None, metavar='CKPT',
                         help='start from the weights of this checkpoint (e.g. a feature run)')
     split = parser.add_mutually_exclusive_group()
@@ -87,6 +90,10 @@ def _load_cfg(args):
         overrides['train']['num_workers'] = args.num_workers
     if args.batch_size is not None:
         overrides['train']['batch_size'] = args.batch_size
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise CliError(f'--epochs must be >= 1, got {args.epochs}')
+        overrides['train']['epochs'] = args.epochs
     if args.config and not os.path.isfile(args.config):
         raise CliError(f'--config: no such file: {args.config}')
     try:

@@ -136,7 +136,7 @@ def test_online_refiner_bounded_queue_guard_and_weight_swap(cfg, window):
     assert stats['processed'] == 2 and stats['errors'] == 0
     assert stats['reverted'] >= 1                        # the NaN window
     assert stats['swaps'] == stats['improved'] == len(swaps)
-    assert all(keys == ['depth_net'] for keys in swaps)
+    assert all(keys == ['depth_net', 'pose_net'] for keys in swaps)   # default target 'all'
     assert _same(original, _state(model.depth_net))      # the caller's model is never touched
     if swaps:
         assert not _same(original, {k: v.cpu() for k, v in predictor.state_dict().items()})

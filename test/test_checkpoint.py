@@ -97,9 +97,13 @@ from fmdepth_ros.config import small_cpu_config
 
 
 class Stall:
-    """Pickling this stalls the save half-way: the temporary file is open, not complete."""
+    """Pickling this stalls the save half-way (the temporary file is open, not complete).
+
+    It creates the file ``sys.argv[2]`` first, so the test knows the save is in the stall.
+    """
 
     def __reduce__(self):
+        open(sys.argv[2], 'w').close()
         time.sleep(120)
         return (int, (0,))
 
@@ -115,19 +119,18 @@ def test_sigkill_during_save_keeps_previous_checkpoint(saved, tmp_path):
     os.makedirs(os.path.dirname(path))
     save_checkpoint(path, saved[1], saved[2], step=1)
     before = open(path, 'rb').read()
+    stalled = tmp_path / 'stalled'   # created by the child once the save is half-way
     env = dict(os.environ, PYTHONPATH=ROOT)
-    child = subprocess.Popen([sys.executable, '-c', CHILD, path], cwd=ROOT, env=env)
+    child = subprocess.Popen([sys.executable, '-c', CHILD, path, str(stalled)], cwd=ROOT,
+                             env=env)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            names = os.listdir(os.path.dirname(path))
-            if len(names) > 1 or os.path.getsize(path) != len(before):
-                break
+        while not stalled.exists():
             assert child.poll() is None, 'the child exited before the save started'
-            time.sleep(0.01)
-        else:
-            pytest.fail('the child never started writing')
-        time.sleep(0.2)
+            assert time.monotonic() < deadline, 'the child never reached the stalled save'
+            time.sleep(0.01)   # polling interval of the condition, not a timed wait
+        temporary = [n for n in os.listdir(os.path.dirname(path)) if n.endswith('.tmp')]
+        assert temporary, 'the save is stalled but no temporary file is open'
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
     finally:

@@ -482,16 +482,61 @@ def test_frames_stop_waiting_once_camera_info_is_overdue(seq):
     assert waits == [1.0, 0.0], 'the second frame still waited for a camera_info'
 
 
+def _answers_get_state(namespace, timeout=120.0):
+    """Whether the node ``namespace``/fmdepth answers its lifecycle get_state service.
+
+    An answer needs the node's executor to spin, so it proves that ``main`` is in ``spin``.
+    """
+    from lifecycle_msgs.srv import GetState
+    from rclpy.executors import SingleThreadedExecutor
+    with ros_graph() as context:
+        probe = rclpy.create_node('sigint_probe', context=context)
+        try:
+            client = probe.create_client(GetState, f'{namespace}/fmdepth/get_state')
+            if not client.wait_for_service(timeout_sec=timeout):
+                return False
+            future = client.call_async(GetState.Request())
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(probe)
+            executor.spin_until_future_complete(future, timeout_sec=timeout)
+            executor.shutdown()
+            return future.done() and future.result() is not None
+        finally:
+            probe.destroy_node()
+
+
+def _wait_signal_delivered(pid, signum, timeout=30.0):
+    """Wait until ``signum`` is no longer pending for process ``pid`` (Linux /proc)."""
+    import time
+
+    status = f'/proc/{pid}/status'
+    deadline = time.monotonic() + timeout
+    while os.path.exists(status) and time.monotonic() < deadline:
+        try:
+            with open(status) as f:
+                fields = dict(line.split(':', 1) for line in f if ':' in line)
+        except OSError:   # the process is gone
+            return
+        pending = int(fields.get('SigPnd', '0'), 16) | int(fields.get('ShdPnd', '0'), 16)
+        if not pending & (1 << (signum - 1)):
+            return
+        time.sleep(0.001)   # polling interval of the condition, not a timed wait
+
+
 def test_sigint_stops_depth_node_quietly(tmp_path):
-    """SIGINT (twice, as launch + terminal may send) ends depth_node: code 0, no traceback."""
+    """SIGINT (twice, as launch + terminal may send) ends depth_node: code 0, no traceback.
+
+    The first SIGINT is sent once the node answers a service call (it is spinning), the
+    second once the first has been delivered (the node is shutting down).
+    """
     import signal
     import time
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    namespace = f'/sigint_{os.getpid()}'
     proc = subprocess.Popen(
         [sys.executable, '-c', 'import sys; from fmdepth_ros.ros.depth_node import main; '
-         'sys.exit(main())', '--ros-args', '-p', 'device:=cpu', '-r',
-         f'__ns:=/sigint_{os.getpid()}'],
+         'sys.exit(main())', '--ros-args', '-p', 'device:=cpu', '-r', f'__ns:={namespace}'],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
@@ -504,9 +549,9 @@ def test_sigint_stops_depth_node_quietly(tmp_path):
             if 'fmdepth ready' in line:
                 break
         assert any('fmdepth ready' in line for line in lines), ''.join(lines)
-        time.sleep(0.5)
+        assert _answers_get_state(namespace), 'the node never answered get_state'
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
+        _wait_signal_delivered(proc.pid, signal.SIGINT)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     finally:

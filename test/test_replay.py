@@ -132,10 +132,9 @@ def test_replay_start_offset_and_remap(ros_context, bag):
     try:
         assert list(player.publishers) == ['/image']
         assert player.wait_for_subscribers(['/image'], 10.0)
-        time.sleep(0.3)
+        assert listener.wait_for_publishers(['/image'])
         counts = player.play()
-        assert listener.wait(5)
-        time.sleep(0.2)
+        assert listener.wait(5)     # all 5 published (counts below): none can still come
     finally:
         listener.close()
         node.destroy_node()
@@ -152,7 +151,7 @@ def test_replay_loop_until_stopped(ros_context, bag):
     listener.on_image = lambda n: player.stop() if n >= NUM_FRAMES + 3 else None
     try:
         assert player.wait_for_subscribers(['/camera/image_raw'], 10.0)
-        time.sleep(0.3)
+        assert listener.wait_for_publishers(['/camera/image_raw'])
         thread = threading.Thread(target=player.play)
         thread.start()
         thread.join(timeout=30)
@@ -220,9 +219,10 @@ def test_replay_cli(bag, tmp_path):
     assert f'/camera/image_raw: {NUM_FRAMES} messages' in done.stdout
 
 
-def test_replay_cli_loop_stops_on_ctrl_c(bag):
+def test_replay_cli_loop_stops_on_ctrl_c(ros_context, bag):
     """``--loop`` keeps playing until SIGINT, then exits 0 with the counts."""
     path, _ = bag
+    listener = Listener(ros_context)
     code = 'import sys; from fmdepth_ros.cli import main; sys.exit(main(sys.argv[1:]))'
     proc = subprocess.Popen([sys.executable, '-u', '-c', code, 'replay', str(path), '--loop',
                              '--rate', '10', '--topics', '/camera/image_raw'],
@@ -230,10 +230,12 @@ def test_replay_cli_loop_stops_on_ctrl_c(bag):
     try:
         first = proc.stdout.readline()                 # printed when playback starts
         assert first.startswith('fmdepth replay:'), proc.stderr.read()
-        time.sleep(2.0)                                # > one pass of the 0.9 s bag at rate 10
+        # SIGINT once the second pass is being received
+        assert listener.wait(NUM_FRAMES + 1, timeout=60), 'the loop never started again'
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
+        listener.close()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err

@@ -5,22 +5,19 @@ import socket
 import subprocess
 import sys
 
-from fmdepth_ros import cli
 from fmdepth_ros.checkpoint import build_model, load_checkpoint
 from fmdepth_ros.config import load_config, save_config
 from fmdepth_ros.trainer import seed_everything
 import pytest
+from test_train import synth_dir, TINY as TRAIN_TINY  # noqa: F401 (synth_dir: fixture)
 import torch
 import torch.multiprocessing as mp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY = {
-    'model': {'height': 64, 'width': 96, 'depth_layers': 18, 'feature_layers': 18,
-              'pose_height': 64, 'pose_width': 96},
-    'train': {'batch_size': 2, 'num_workers': 0, 'amp': False, 'warmup_steps': 0,
-              'epochs': 1, 'feature_epochs': 1, 'log_every': 1, 'checkpoint_every': 0},
-}
+# test_train's tiny model, one epoch without warm-up
+TINY = {'model': dict(TRAIN_TINY['model']),
+        'train': dict(TRAIN_TINY['train'], warmup_steps=0, epochs=1)}
 
 
 def _free_port():
@@ -57,15 +54,6 @@ def _worker(rank, world_size, port, data, out, result_dir):
     torch.save({'state': params, 'indices': seen},
                os.path.join(result_dir, f'rank{rank}.pt'))
     cleanup_distributed(info)
-
-
-@pytest.fixture(scope='module')
-def synth_dir(tmp_path_factory):
-    """Write a 10-frame synthetic sequence at 96x64."""
-    out = tmp_path_factory.mktemp('synth') / 'seq'
-    assert cli.main(['synth', str(out), '--frames', '10', '--width', '96',
-                     '--height', '64', '--seed', '4']) == 0
-    return str(out)
 
 
 @pytest.mark.slow

@@ -38,6 +38,21 @@ def _ros2_cli():
     return ros2, None
 
 
+def _interrupt_launch(proc):
+    """Ctrl-C as in a terminal (SIGINT to the whole group); returns the launch's output.
+
+    ``ros2 launch`` forwards one more SIGINT to its nodes. A group that has not ended 30 s
+    later is killed.
+    """
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+    return output
+
+
 def test_ros2_launch_publishes_depth_on_remapped_topics():
     """The launched node answers frames on /cam/img + /cam/info with /fm/depth/image."""
     ros2, reason = _ros2_cli()
@@ -78,13 +93,7 @@ def test_ros2_launch_publishes_depth_on_remapped_topics():
                 executor.shutdown()
                 probe.destroy_node()
     finally:
-        # Ctrl-C in a terminal: SIGINT to the whole group (ros2 launch forwards one more)
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            output, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            output, _ = proc.communicate()
+        output = _interrupt_launch(proc)
     assert received, f'no depth on /fm/depth/image; launch output:\n{output[-3000:]}'
     assert received[0].encoding == '32FC1' and received[0].width == 192
     assert 'Traceback' not in output, output[-3000:]
@@ -173,10 +182,5 @@ def test_params_file_values_survive_unless_an_argument_is_given(tmp_path):
             with ros_graph() as context:
                 got = _parameter_values(context, '/lp/fmdepth', list(want))
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                output, _ = proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                output, _ = proc.communicate()
+            output = _interrupt_launch(proc)
         assert got == want, output[-3000:]

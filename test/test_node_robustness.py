@@ -217,6 +217,26 @@ def test_invalid_parameter_changes_are_rejected_with_a_reason(node, name, value,
     assert node.get_parameter(name).value == before
 
 
+def _received_after(node, msg_type, topic, publisher, action):
+    """Messages a probe subscribed to ``topic`` receives after ``action()`` (at least one).
+
+    The probe waits until the node's ``publisher`` sees it before ``action`` runs; a falsy
+    return value of ``action`` fails the test.
+    """
+    received = []
+    probe = rclpy.create_node('probe_received', context=node.context)
+    probe.create_subscription(msg_type, topic, received.append, 10)
+    executor = executor_for(node.context, probe)
+    try:
+        spin_until(executor, lambda: publisher.get_subscription_count() > 0, 5.0)
+        assert action() is not False, f'{action} failed'
+        assert spin_until(executor, lambda: received, 5.0), f'nothing on {topic}'
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+    return received
+
+
 def test_runtime_parameter_changes_take_effect(fresh_node, seq):
     """max_depth, scale, refinement settings and publish_tf change the node's behaviour."""
     node = fresh_node
@@ -228,17 +248,8 @@ def test_runtime_parameter_changes_take_effect(fresh_node, seq):
     assert node.scaler.scale == 2.0
     assert node.refiner.stats()['iterations'] == 3 and node.refiner.stats()['lr'] == 1e-3
     assert node.params['publish_tf'] is False
-    published = []
-    probe = rclpy.create_node('probe_params', context=node.context)
-    probe.create_subscription(Image, 'depth/image', published.append, 10)
-    executor = executor_for(node.context, probe)
-    try:
-        spin_until(executor, lambda: node.depth_pub.get_subscription_count() > 0, 5.0)
-        assert feed.good(0)
-        assert spin_until(executor, lambda: published, 5.0)
-    finally:
-        executor.shutdown()
-        probe.destroy_node()
+    published = _received_after(node, Image, 'depth/image', node.depth_pub,
+                                lambda: feed.good(0))
     depth = image_to_depth(published[-1])
     assert np.isnan(depth).all()      # every depth is above max_depth = 2 mm
     node.set_runtime_parameters(scale_mode='none', max_depth=100.0, min_depth=0.1,
@@ -307,17 +318,8 @@ def test_inference_options_default_to_the_device_recommendation(node, seq):
     assert predictor.channels_last and not predictor.cuda_graphs and not predictor.compile
     assert node.pose_estimator.precision == expected['precision']
     assert not predictor.notes                   # no 'CUDA graphs need a CUDA device' warning
-    published = []
-    probe = rclpy.create_node('probe_diagnostics', context=node.context)
-    probe.create_subscription(DiagnosticArray, '/diagnostics', published.append, 10)
-    executor = executor_for(node.context, probe)
-    try:
-        spin_until(executor, lambda: node.diag_pub.get_subscription_count() > 0, 5.0)
-        node.publish_diagnostics()
-        assert spin_until(executor, lambda: published, 5.0)
-    finally:
-        executor.shutdown()
-        probe.destroy_node()
+    published = _received_after(node, DiagnosticArray, '/diagnostics', node.diag_pub,
+                                node.publish_diagnostics)
     values = {kv.key: kv.value for kv in published[-1].status[0].values}
     assert values['inference_precision'] == expected['precision']
     assert values['inference_cuda_graphs'] == 'False'

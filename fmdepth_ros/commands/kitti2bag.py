@@ -9,15 +9,23 @@ from fmdepth_ros.errors import CliError
 HELP = 'convert a KITTI raw drive to a rosbag2 bag'
 
 
-def configure_parser(parser):
-    """Add the ``fmdepth kitti2bag`` arguments."""
+def add_drive_arguments(parser, out_name, out_help):
+    """Add ``DRIVE_DIR``, the output positional ``out_name`` and ``--camera``.
+
+    Shared by the KITTI converters (``kitti2bag``, ``kitti2folder``).
+    """
     parser.add_argument('drive_dir', metavar='DRIVE_DIR',
                         help='KITTI raw drive, e.g. .../2011_09_26/2011_09_26_drive_0001_sync '
                              '(calibration files in its parent folder)')
-    parser.add_argument('out_bag', metavar='OUT_BAG', help='output bag folder (must not exist)')
+    parser.add_argument(out_name, metavar=out_name.upper(), help=out_help)
     parser.add_argument('--camera', type=int, choices=(0, 1, 2, 3), default=2,
                         help='KITTI camera: 2 = left colour (default), 3 = right colour, '
                              '0/1 = grey')
+
+
+def configure_parser(parser):
+    """Add the ``fmdepth kitti2bag`` arguments."""
+    add_drive_arguments(parser, 'out_bag', 'output bag folder (must not exist)')
     parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
                         help='rosbag2 storage plugin (default: mcap)')
     parser.add_argument('--compressed', action='store_true',

@@ -147,6 +147,16 @@ def ros_context():
 
 
 @pytest.fixture(scope='session')
+def tiny_synth_dir(tmp_path_factory):
+    """Folder of a 10-frame 96x64 synthetic sequence written by ``fmdepth synth`` (read-only)."""
+    from fmdepth_ros import cli
+    out = tmp_path_factory.mktemp('synth') / 'seq'
+    assert cli.main(['synth', str(out), '--frames', '10', '--width', '96',
+                     '--height', '64', '--seed', '3']) == 0
+    return str(out)
+
+
+@pytest.fixture(scope='session')
 def trained_model(tmp_path_factory):
     """Train a small model once per session like ``fmdepth demo`` phase a (~2 min CPU).
 

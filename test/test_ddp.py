@@ -9,7 +9,7 @@ from fmdepth_ros.checkpoint import build_model, load_checkpoint
 from fmdepth_ros.config import load_config, save_config
 from fmdepth_ros.trainer import seed_everything
 import pytest
-from test_train import synth_dir, TINY as TRAIN_TINY  # noqa: F401 (synth_dir: fixture)
+from test_train import TINY as TRAIN_TINY
 import torch
 import torch.multiprocessing as mp
 
@@ -57,7 +57,7 @@ def _worker(rank, world_size, port, data, out, result_dir):
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_hold_identical_weights_after_a_step(synth_dir, tmp_path):
+def test_two_gloo_ranks_hold_identical_weights_after_a_step(tiny_synth_dir, tmp_path):
     """Gradients are all-reduced: both ranks end with equal weights, different from the init.
 
     (BatchNorm running statistics are per rank between steps; DDP broadcasts rank 0's at
@@ -66,7 +66,7 @@ def test_two_gloo_ranks_hold_identical_weights_after_a_step(synth_dir, tmp_path)
     results = tmp_path / 'results'
     results.mkdir()
     out = tmp_path / 'run'
-    mp.spawn(_worker, args=(2, _free_port(), synth_dir, str(out), str(results)), nprocs=2,
+    mp.spawn(_worker, args=(2, _free_port(), tiny_synth_dir, str(out), str(results)), nprocs=2,
              join=True)
     r0 = torch.load(results / 'rank0.pt', weights_only=True)
     r1 = torch.load(results / 'rank1.pt', weights_only=True)
@@ -92,7 +92,7 @@ def test_two_gloo_ranks_hold_identical_weights_after_a_step(synth_dir, tmp_path)
 
 
 @pytest.mark.slow
-def test_torchrun_cli_two_processes(synth_dir, tmp_path):
+def test_torchrun_cli_two_processes(tiny_synth_dir, tmp_path):
     """``torchrun --nproc_per_node 2 -m fmdepth_ros.cli train`` runs, resumes, logs on rank 0."""
     config = tmp_path / 'tiny.yaml'
     save_config(load_config(overrides=TINY), str(config))
@@ -102,7 +102,7 @@ def test_torchrun_cli_two_processes(synth_dir, tmp_path):
 
     def launch(*extra):
         cmd = [torchrun, '--nproc_per_node', '2', '--master_port', str(_free_port()),
-               '-m', 'fmdepth_ros.cli', 'train', '--data', synth_dir, '--out', str(out),
+               '-m', 'fmdepth_ros.cli', 'train', '--data', tiny_synth_dir, '--out', str(out),
                '--device', 'cpu', '--no-progress', '--stage', 'feature', *extra]
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=300)

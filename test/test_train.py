@@ -30,15 +30,6 @@ TINY = {
 
 
 @pytest.fixture(scope='module')
-def synth_dir(tmp_path_factory):
-    """Write a 10-frame synthetic sequence at 96x64 with ``fmdepth synth``."""
-    out = tmp_path_factory.mktemp('synth') / 'seq'
-    assert cli.main(['synth', str(out), '--frames', '10', '--width', '96',
-                     '--height', '64', '--seed', '3']) == 0
-    return str(out)
-
-
-@pytest.fixture(scope='module')
 def tiny_config(tmp_path_factory):
     """YAML file of the tiny training configuration."""
     path = tmp_path_factory.mktemp('cfg') / 'tiny.yaml'
@@ -46,9 +37,9 @@ def tiny_config(tmp_path_factory):
     return str(path)
 
 
-def _train(synth_dir, config, out, *extra):
+def _train(tiny_synth_dir, config, out, *extra):
     torch.set_num_threads(1)
-    return cli.main(['train', '--data', synth_dir, '--config', config, '--out', str(out),
+    return cli.main(['train', '--data', tiny_synth_dir, '--config', config, '--out', str(out),
                      '--device', 'cpu', '--no-progress', *extra])
 
 
@@ -153,16 +144,16 @@ def _state(path):
 
 
 @pytest.mark.slow
-def test_resume_is_bit_exact_and_logs_tensorboard(synth_dir, tiny_config, tmp_path):
+def test_resume_is_bit_exact_and_logs_tensorboard(tiny_synth_dir, tiny_config, tmp_path):
     """6 steps straight == 3 steps + resume to 6 (model, optimiser, RNG, data order)."""
     straight = tmp_path / 'straight'
     split = tmp_path / 'split'
     args = ('--stage', 'both', '--feature-steps', '2', '--image-every', '2')
-    assert _train(synth_dir, tiny_config, straight, '--max-steps', '6', *args) == 0
-    assert _train(synth_dir, tiny_config, split, '--max-steps', '3', *args) == 0
+    assert _train(tiny_synth_dir, tiny_config, straight, '--max-steps', '6', *args) == 0
+    assert _train(tiny_synth_dir, tiny_config, split, '--max-steps', '3', *args) == 0
     mid, info3 = _state(str(split / 'checkpoint.pt'))
     assert info3['step'] == 3 and info3['extra']['trainer']['stage'] == 'depth'
-    assert _train(synth_dir, tiny_config, split, '--max-steps', '6', '--resume') == 0
+    assert _train(tiny_synth_dir, tiny_config, split, '--max-steps', '6', '--resume') == 0
 
     a, info_a = _state(str(straight / 'checkpoint.pt'))
     b, info_b = _state(str(split / 'checkpoint.pt'))
@@ -192,23 +183,23 @@ def test_resume_is_bit_exact_and_logs_tensorboard(synth_dir, tiny_config, tmp_pa
     assert os.path.isfile(straight / 'config.yaml')
 
 
-def test_resume_changes_nothing_when_the_run_is_complete(synth_dir, tiny_config, tmp_path):
+def test_resume_changes_nothing_when_the_run_is_complete(tiny_synth_dir, tiny_config, tmp_path):
     """Resuming a run past its last step is a no-op that still exits 0."""
     out = tmp_path / 'run'
-    assert _train(synth_dir, tiny_config, out, '--stage', 'feature', '--max-steps', '2') == 0
+    assert _train(tiny_synth_dir, tiny_config, out, '--stage', 'feature', '--max-steps', '2') == 0
     before, _ = _state(str(out / 'checkpoint.pt'))
-    assert _train(synth_dir, tiny_config, out, '--resume', '--max-steps', '2') == 0
+    assert _train(tiny_synth_dir, tiny_config, out, '--resume', '--max-steps', '2') == 0
     after, info = _state(str(out / 'checkpoint.pt'))
     assert info['step'] == 2
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.slow
-def test_sigint_saves_a_checkpoint_and_resume_continues(synth_dir, tiny_config, tmp_path):
+def test_sigint_saves_a_checkpoint_and_resume_continues(tiny_synth_dir, tiny_config, tmp_path):
     """Ctrl-C in a real subprocess: checkpoint written, exit code 130, --resume goes on."""
     out = tmp_path / 'run'
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
-    cmd = [sys.executable, '-m', 'fmdepth_ros.cli', 'train', '--data', synth_dir,
+    cmd = [sys.executable, '-m', 'fmdepth_ros.cli', 'train', '--data', tiny_synth_dir,
            '--config', tiny_config, '--out', str(out), '--device', 'cpu', '--no-progress',
            '--max-steps', '100000', '--stage', 'depth']
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -231,27 +222,27 @@ def test_sigint_saves_a_checkpoint_and_resume_continues(synth_dir, tiny_config, 
     step = info['step']
     assert step >= 1
     assert not glob.glob(str(out / '*.tmp*'))
-    assert _train(synth_dir, tiny_config, out, '--resume', '--max-steps', str(step + 1)) == 0
+    assert _train(tiny_synth_dir, tiny_config, out, '--resume', '--max-steps', str(step + 1)) == 0
     assert _state(str(out / 'checkpoint.pt'))[1]['step'] == step + 1
 
 
-def test_user_errors_are_one_line(synth_dir, tiny_config, tmp_path, capsys):
+def test_user_errors_are_one_line(tiny_synth_dir, tiny_config, tmp_path, capsys):
     """Bad paths, a missing or existing checkpoint and a bad config give exit code 2."""
     out = tmp_path / 'run'
-    assert _train(synth_dir, tiny_config, out, '--resume') == 2
+    assert _train(tiny_synth_dir, tiny_config, out, '--resume') == 2
     assert '--resume: no checkpoint' in capsys.readouterr().err
     assert _train(str(tmp_path / 'nope'), tiny_config, out) == 2
     assert 'no such file or directory' in capsys.readouterr().err
     bad = tmp_path / 'bad.yaml'
     bad.write_text('train:\n  learning_rate: 1.0\n')
-    assert _train(synth_dir, str(bad), out) == 2
+    assert _train(tiny_synth_dir, str(bad), out) == 2
     err = capsys.readouterr().err
     assert 'unknown key' in err and len(err.strip().splitlines()) == 1
     os.makedirs(out)
     (out / 'checkpoint.pt').write_bytes(b'x')
-    assert _train(synth_dir, tiny_config, out) == 2
+    assert _train(tiny_synth_dir, tiny_config, out) == 2
     assert 'pass --resume' in capsys.readouterr().err
-    assert _train(synth_dir, tiny_config, out, '--resume') == 2
+    assert _train(tiny_synth_dir, tiny_config, out, '--resume') == 2
     err = capsys.readouterr().err
     assert err.startswith('fmdepth train: error:') and len(err.strip().splitlines()) == 1
 

@@ -52,12 +52,14 @@ def test_synthetic_defaults_stay_when_real_is_not_given():
 
 
 def test_bad_arguments_fail_before_any_work(tmp_path):
-    """--passes 0, bad --figure-frames and a missing --weights file are one-line errors."""
+    """Bad --passes, --node-frames, --figure-frames or --weights are one-line errors."""
     from fmdepth_ros.errors import DataError
 
     out = tmp_path / 'out'
-    with pytest.raises(CliError, match='--passes'):
+    with pytest.raises(CliError, match='--passes >= 1'):
         demo.run(_args(['--real', '--passes', '0', '--out', str(out)]))
+    with pytest.raises(CliError, match='--node-frames >= 3'):
+        demo.run(_args(['--real', '--node-frames', '2', '--out', str(out)]))
     with pytest.raises(DataError, match='frame indices'):
         demo.run(_args(['--real', '--figure-frames', 'x', '--out', str(out)]))
     with pytest.raises(CliError, match='weights file not found'):

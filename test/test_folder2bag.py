@@ -54,6 +54,7 @@ def test_folder_to_bag_carries_frames_intrinsics_and_full_size_gt(folder, tmp_pa
         np.testing.assert_allclose(depth[expected > 0], expected[expected > 0])
     with pytest.raises(DataError, match='exists'):
         folder_to_bag(folder, tmp_path / 'clip_bag')
+    assert folder_to_bag(folder, tmp_path / 'two', max_frames=2)[IMAGE_TOPIC] == 2
 
 
 def test_smaller_depth_is_scored_at_the_gt_size():

@@ -30,8 +30,10 @@ import numpy as np
 
 
 def folder_to_bag(folder, out_bag, period_ns: int = DEFAULT_PERIOD_NS,
-                  start_ns: int = 1_000_000_000) -> Dict[str, int]:
+                  start_ns: int = 1_000_000_000, max_frames=None) -> Dict[str, int]:
     """Write ``folder`` (module docstring) as the bag ``out_bag``; message counts per topic.
+
+    ``max_frames``: only the first this many frames (None: all).
 
     Raises:
         DataError: not a folder of frames, frames of different sizes, or ``out_bag`` exists.
@@ -73,7 +75,8 @@ def folder_to_bag(folder, out_bag, period_ns: int = DEFAULT_PERIOD_NS,
                 counts[topic] = counts.get(topic, 0) + 1
 
             size = None
-            for i in range(len(source)):
+            count = len(source) if max_frames is None else min(len(source), int(max_frames))
+            for i in range(count):
                 stamp = start_ns + i * int(period_ns)
                 image = source.load_image(i)
                 if size is None:

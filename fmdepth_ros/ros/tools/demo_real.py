@@ -10,10 +10,10 @@ a. **train**: ``fmdepth train --config config/kitti_cpu.yaml`` on ``data/kitti_o
 b. **evaluate**: ``fmdepth evaluate --data data/kitti_city_78`` (78 colour frames of a city drive
    never seen in training) against their LiDAR, beside the untrained network of the same config
    and seed and a constant-depth guess (:func:`fmdepth_ros.evaluation.evaluate_data`).
-c. **node**: the city clip as a bag (:func:`fmdepth_ros.data.folder2bag.folder_to_bag`), played
-   ``--passes`` times through one ``fmdepth`` node with online refinement on, lock-step (every
-   frame answered, the refiner finishes each window before the next frame); AbsRel against the
-   LiDAR per pass (``fmdepth evaluate --bag --passes``,
+c. **node**: the first ``--node-frames`` frames of the city clip as a bag
+   (:func:`fmdepth_ros.data.folder2bag.folder_to_bag`), played ``--passes`` times through one
+   ``fmdepth`` node with online refinement on, lock-step (every frame answered, the refiner
+   finishes each window before the next frame); AbsRel against the LiDAR per pass (``fmdepth evaluate --bag --passes``,
    :func:`fmdepth_ros.ros.tools.evaluate.evaluate_bag`).
 d. **figure**: ``OUT/real.png``, rows of input | depth | LiDAR for ``--figure-frames``
    (:func:`fmdepth_ros.figures.figure_from_checkpoint`, also ``fmdepth figure``).
@@ -84,14 +84,16 @@ def run_real(args):
 
     from fmdepth_ros.checkpoint import load_checkpoint
     from fmdepth_ros.data.folder2bag import folder_to_bag
+    from fmdepth_ros.data.kitti2bag import IMAGE_TOPIC
     from fmdepth_ros.evaluation import evaluate_data, format_table
     from fmdepth_ros.figures import figure_from_checkpoint, parse_frames
     from fmdepth_ros.ros.tools.demo import package_file
     from fmdepth_ros.ros.tools.evaluate import evaluate_bag
 
     passes = DEFAULT_PASSES if args.passes is None else args.passes
-    if passes < 1:
-        raise CliError(f'--passes must be >= 1, got {passes}')
+    if passes < 1 or args.node_frames < 3:
+        raise CliError(f'need --passes >= 1 and --node-frames >= 3, got {passes} and '
+                       f'{args.node_frames}')
     frames = parse_frames(args.figure_frames)
     city = package_file('data', EVAL_CLIP)
     os.makedirs(args.out, exist_ok=True)
@@ -123,9 +125,10 @@ def run_real(args):
     bag = os.path.join(args.out, 'city_bag')
     if os.path.exists(bag):
         shutil.rmtree(bag)
-    folder_to_bag(city, bag)
+    frames_in_bag = folder_to_bag(city, bag, max_frames=args.node_frames)[IMAGE_TOPIC]
     params = node_parameters(args)
-    print(f'phase c: the fmdepth node over {bag}, {passes} passes, online refinement on '
+    print(f'phase c: the fmdepth node over {bag} (the first {frames_in_bag} frames), '
+          f'{passes} passes, online refinement on '
           f'({", ".join(f"{k} {v}" for k, v in params.items() if k != "refine")}); each pass '
           'is scored against the LiDAR', flush=True)
     try:

@@ -13,8 +13,8 @@ b. **evaluate**: ``fmdepth evaluate --data data/kitti_city_78`` (78 colour frame
 c. **node**: the first ``--node-frames`` frames of the city clip as a bag
    (:func:`fmdepth_ros.data.folder2bag.folder_to_bag`), played ``--passes`` times through one
    ``fmdepth`` node with online refinement on, lock-step (every frame answered, the refiner
-   finishes each window before the next frame); AbsRel against the LiDAR per pass (``fmdepth evaluate --bag --passes``,
-   :func:`fmdepth_ros.ros.tools.evaluate.evaluate_bag`).
+   finishes each window before the next frame); AbsRel against the LiDAR per pass
+   (``fmdepth evaluate --bag --passes``, :func:`fmdepth_ros.ros.tools.evaluate.evaluate_bag`).
 d. **figure**: ``OUT/real.png``, rows of input | depth | LiDAR for ``--figure-frames``
    (:func:`fmdepth_ros.figures.figure_from_checkpoint`, also ``fmdepth figure``).
 

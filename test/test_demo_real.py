@@ -1,19 +1,23 @@
 """``fmdepth demo --real``: arguments, node settings, the training cache and the data it finds.
 
-The whole real demo (about 15 minutes of training, then the node over 78 frames several times)
-is too long for the suite; README.md and docs/training.md give its measured output. Its parts
-are tested where they live: the clip (test_real_clip.py), the figure (test_figure.py), the bag
-evaluation (test_bag_pipeline.py), the training recipe (test_train.py).
+The whole real demo (about 15 minutes of training, then the node over the city frames several
+times) is too long for the suite; README.md gives its measured output. Phases b-d run here on a
+small untrained checkpoint (``--weights``) over 3 city frames; the parts are also tested where
+they live: the clip (test_real_clip.py), the figure (test_figure.py), the bag evaluation
+(test_bag_pipeline.py), the training recipe (test_train.py).
 """
 
 import argparse
 import json
 import os
 
+from fmdepth_ros.checkpoint import build_model, save_checkpoint
 from fmdepth_ros.cli import main as cli_main
+from fmdepth_ros.config import small_cpu_config
 from fmdepth_ros.errors import CliError
 from fmdepth_ros.ros.tools import demo, demo_real
 import pytest
+import torch
 import yaml
 
 
@@ -90,3 +94,26 @@ def test_training_cache_keys_on_parsed_config_and_clip(tmp_path):
     assert path == str(out / 'checkpoint.pt') and 'reusing' in logged[0]
     assert (out / 'checkpoint.pt').read_bytes() == b'cached'
     assert settings['data'][0][0].startswith('calib') and len(settings['data']) == 203
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_phases_b_to_d_on_a_small_checkpoint(tmp_path, capsys):
+    """With --weights: the table with baselines, AbsRel per pass of the node, real.png, JSON."""
+    torch.manual_seed(0)
+    cfg = small_cpu_config()
+    save_checkpoint(tmp_path / 'small.pt', build_model(cfg).eval(), cfg)
+    out = tmp_path / 'out'
+    assert demo.run(_args(['--real', '--weights', str(tmp_path / 'small.pt'), '--out', str(out),
+                           '--passes', '2', '--node-frames', '3', '--iterations', '1',
+                           '--figure-frames', '0,77'])) == 0
+    printed = capsys.readouterr().out
+    assert 'untrained' in printed and 'constant' in printed and '2 passes' in printed
+    result = json.loads((out / 'real_results.json').read_text())
+    assert len(result['node_abs_rel_per_pass']) == 2
+    assert all(0 < v < 2 for v in result['node_abs_rel_per_pass'])
+    # the checkpoint is itself the untrained network of its config and seed
+    assert result['untrained_abs_rel'] == pytest.approx(result['city_abs_rel'])
+    assert [row['frame'] for row in result['figure_rows']] == [0, 77]
+    assert result['node_parameters']['refine_iterations'] == 1
+    assert (out / 'real.png').stat().st_size > 10_000

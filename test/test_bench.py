@@ -86,3 +86,28 @@ def test_eager_reference_matches_fp32_predictor():
     assert bench.max_relative_difference(eager.predict, fp32.predict, images) < 1e-5
     big = np.ascontiguousarray(np.repeat(np.repeat(images[0], 2, 0), 2, 1))   # resize path
     assert bench.max_relative_difference(eager.predict, fp32.predict, [big]) < 1e-5
+
+
+@pytest.mark.slow
+def test_bench_backend_all_compares_every_backend_side_by_side(tmp_path, capsys):
+    """``--backend all``: one row per candidate, eager fp32 first; JSON median_ms + speedup."""
+    out = tmp_path / 'bench.json'
+    code = main(['bench', '--device', 'cpu', '--frames', '3', '--warmup', '1',
+                 '--sizes', '192x64', '--encoders', '18', '--node-frames', '0',
+                 '--refine-frames', '0', '--threads', '1', '--backend', 'all',
+                 '--json', str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and 'backends side by side' in text and 'x eager' in text
+    (backends,) = json.loads(out.read_text())['backends']
+    rows = backends['rows']
+    assert list(rows)[0] == 'eager fp32' and rows['eager fp32']['speedup'] == 1.0
+    assert 'unavailable' in rows['tensorrt fp32'] or torch.cuda.is_available()
+    measured = {k: r for k, r in rows.items() if 'unavailable' not in r}
+    assert {'torch fp32', 'torch fp32 channels_last'} <= set(measured)
+    for name, row in measured.items():
+        assert row['median_ms'] > 0 and row['speedup'] > 0, name
+        limit = 1e-3 if ' fp32' in name else 0.05
+        assert row['max_rel_depth_diff'] < limit, (name, row['max_rel_depth_diff'])
+    for name in ('onnxruntime fp32', 'openvino fp32'):
+        if name in measured:    # an ONNX engine: the refit delay is measured
+            assert measured[name]['swap_s'] > 0

@@ -5,6 +5,7 @@ the networks are real); each bad input must give its own throttled warning kind,
 window/odometry where needed, and the node must keep publishing for the good frames after it.
 """
 
+import importlib.util
 import math
 import os
 import subprocess
@@ -343,6 +344,25 @@ def test_inference_options_follow_the_parameters(seq, precision, channels_last):
             assert n.pose_estimator.precision == precision
             assert Feeder(n, seq).good(0)
             assert not n.set_parameters([Parameter('precision', value='fp16')])[0].successful
+        finally:
+            n.destroy_node()
+
+
+@pytest.mark.skipif(importlib.util.find_spec('onnxruntime') is None
+                    or importlib.util.find_spec('onnxscript') is None,
+                    reason='onnxruntime / onnxscript not installed (scripts/setup_env.sh)')
+def test_backend_parameter_runs_the_node_on_onnxruntime(seq, tmp_path):
+    """backend:=onnxruntime serves depth through the engine and says so on /diagnostics."""
+    with ros_graph() as context:
+        n = make_node(context, skip_without_subscribers=False, backend='onnxruntime',
+                      precision='fp32', camera_info_wait=0.0,
+                      backend_cache=str(tmp_path / 'choice.json'))
+        try:
+            assert n.predictor.backend == 'onnxruntime'
+            assert Feeder(n, seq).good(0)
+            state = n._inference_state()
+            assert state['backend'] == 'onnxruntime' and state['backend_reason'] == 'requested'
+            assert not n.set_parameters([Parameter('backend', value='torch')])[0].successful
         finally:
             n.destroy_node()
 

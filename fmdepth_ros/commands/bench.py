@@ -51,6 +51,10 @@ def configure_parser(parser):
                         help='Adam steps per refinement window (default 20 on CUDA, 2 on CPU)')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch default)')
+    parser.add_argument('--backend', default=None,
+                        choices=('all', 'torch', 'onnxruntime', 'openvino', 'tensorrt'),
+                        help='also compare inference backends side by side (all: every '
+                             'backend x precision x memory format that auto would time)')
     parser.add_argument('--json', default=None, metavar='FILE',
                         help='also write every number to FILE (JSON, atomically)')
 
@@ -100,12 +104,22 @@ def run(args, node_latency=None):
                 frames_by_size[(width, height)][0], args.decoder))
     (width, height), encoder = sizes[0], encoders[0]
     images, K = frames_by_size[(width, height)]
+    result['backends'] = []
+    for (w, h), enc in ([(size, e) for size in sizes for e in encoders] if args.backend else []):
+        print(f'... backends ({args.backend}) {w}x{h} ResNet-{enc}', flush=True)
+        result['backends'].append(benchmark.bench_backends(
+            w, h, enc, device, value['frames'], value['warmup'], frames_by_size[(w, h)][0],
+            args.decoder, args.backend))
     result['node'] = None
     if value['node_frames'] > 0:
         print(f'... node end-to-end {width}x{height} ResNet-{encoder}', flush=True)
         result['node'] = benchmark.bench_node(
             width, height, encoder, device, opts, value['node_frames'],
             min(value['warmup'], 10), images, K, args.decoder, node_latency)
+    result['node_overhead_ms'] = None
+    if result['node'] and 'median_ms' in result['node']:
+        result['node_overhead_ms'] = (result['node']['median_ms']
+                                      - result['models'][0]['optimised']['median_ms'])
     result['refinement'] = None
     if value['refine_frames'] > 0:
         print(f'... online refinement {width}x{height} ResNet-{encoder}', flush=True)

@@ -109,18 +109,12 @@ def predict_file(predictor, path, out_dir, disparity=False, colormap='magma'):
     return npy_path, png_path
 
 
-def _engine_options(checkpoint):
-    """Engine settings: TensorRT engines are cached beside the weights."""
-    return {'cache_dir': os.path.dirname(os.path.abspath(checkpoint)),
-            'stem': os.path.splitext(os.path.basename(checkpoint))[0]}
-
-
 def run(args):
     """Predict depth (or disparity) for every input image; returns the exit code."""
     from tqdm import tqdm
 
     from fmdepth_ros.checkpoint import CheckpointError, load_checkpoint
-    from fmdepth_ros.runtime.backends import create_depth_predictor
+    from fmdepth_ros.runtime.backends import create_depth_predictor, engine_options
     from fmdepth_ros.runtime.inference import select_device
 
     inputs = list_inputs(args.input)
@@ -147,7 +141,7 @@ def run(args):
                                        torch_options={'channels_last': False,
                                                       'cast_weights': False,
                                                       'cuda_graphs': False},
-                                       engine_options=_engine_options(args.checkpoint))
+                                       engine_options=engine_options(args.checkpoint))
     print(f'fmdepth predict: backend {predictor.backend} '
           f'({predictor.describe()["precision"]})', file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)

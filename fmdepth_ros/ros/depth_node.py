@@ -140,10 +140,10 @@ class DepthNode(LifecycleNode):
         # _convert_and_process catches and reports every error of a frame: no on_error needed
         self.frames = BoundedWorker(self._process_queued, int(self.params['queue_size']),
                                     'fmdepth-inference')
-        opts = self.inference_options
+        opts = self._inference_state()
         self.get_logger().info(
             f'fmdepth ready: {self.cfg.model.width}x{self.cfg.model.height} network input on '
-            f'{self.device} ({opts["precision"]}'
+            f'{self.device} ({opts["backend"]} {opts["precision"]}'
             + (', channels_last' if opts['channels_last'] else '')
             + (', CUDA graphs' if opts['cuda_graphs'] else '')
             + (', torch.compile' if opts['compile'] else '')
@@ -201,8 +201,9 @@ class DepthNode(LifecycleNode):
 
     # ----------------------------------------------------------------------------- set-up
     def _setup_networks(self):
-        from fmdepth_ros.runtime.inference import (DepthPredictor, PoseEstimator,
-                                                   select_device, set_cpu_threads)
+        from fmdepth_ros.runtime.backends import create_depth_predictor, engine_options
+        from fmdepth_ros.runtime.inference import (PoseEstimator, select_device,
+                                                   set_cpu_threads)
         self.cpu_threads = set_cpu_threads(self.params['cpu_threads'])
         from fmdepth_ros.runtime.refinement import OnlineRefiner
         model, self.cfg, warning = load_model(self.params['weights'], self.params['config_file'],
@@ -220,8 +221,12 @@ class DepthNode(LifecycleNode):
         self.inference_options = inference_options(
             self.device, self.params['precision'], self.params['channels_last'],
             self.params['cuda_graphs'], self.params['compile'])
-        self.predictor = DepthPredictor(model.depth_net, self.cfg, device=self.device,
-                                        **self.inference_options)
+        self.predictor = create_depth_predictor(
+            model.depth_net, self.cfg, self.params['backend'], self.device,
+            self.params['precision'], torch_options=self.inference_options,
+            engine_options=engine_options(self.params['weights']),
+            cache_path=self.params['backend_cache'] or None,
+            logger=_LoggingAdapter(self.get_logger()))
         self._notes_logged = self._log_predictor_notes(0)
         self.pose_estimator = PoseEstimator(
             model.pose_net, self.cfg, device=self.device,
@@ -599,7 +604,10 @@ class DepthNode(LifecycleNode):
     def _inference_state(self):
         """Live inference settings (they change after a CUDA OOM / compile fallback)."""
         predictor = self.predictor
-        return {'precision': predictor.precision, 'channels_last': predictor.channels_last,
+        choice = getattr(predictor, 'backend_choice', {})
+        return {'backend': predictor.backend, 'backend_reason': choice.get('reason', ''),
+                'precision': predictor.describe()['precision'],
+                'channels_last': predictor.channels_last,
                 'cuda_graphs': predictor.cuda_graphs, 'compile': predictor.compile}
 
     def destroy_node(self):
@@ -624,6 +632,9 @@ class _LoggingAdapter:
 
     def warning(self, fmt, *args):
         self._logger.warning(fmt % args if args else fmt)
+
+    def info(self, fmt, *args):
+        self._logger.info(fmt % args if args else fmt)
 
 
 def _quietly(step, *args):

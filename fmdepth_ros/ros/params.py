@@ -53,6 +53,13 @@ PARAMS = (
           'ignored on the CPU)', read_only=True),
     Param('compile', False, 'torch.compile the DepthNet for inference (minutes of start-up; '
           'falls back to eager with a warning)', read_only=True),
+    Param('backend', 'torch', 'inference backend of the DepthNet: torch, onnxruntime, '
+          'openvino, tensorrt (one that cannot run here falls back to the next with a '
+          'warning), or auto: time each backend x precision x memory format at start-up and '
+          'take the fastest (cached per hardware and input size)', read_only=True,
+          choices=('auto', 'torch', 'onnxruntime', 'openvino', 'tensorrt')),
+    Param('backend_cache', '', 'JSON file caching the auto backend choice; empty = '
+          '$FMDEPTH_CACHE_DIR or ~/.cache/fmdepth_ros/backend_choice.json', read_only=True),
     Param('width', 0, f'network input width in pixels (multiple of 32, at least '
           f'{MIN_INPUT_SIZE}); 0 = from the checkpoint',
           range=(0, 4096), read_only=True, step=32),

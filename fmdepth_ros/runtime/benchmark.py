@@ -259,6 +259,117 @@ def bench_model(width, height, encoder, device, opts, frames, warmup, images,
     return row
 
 
+# ----------------------------------------------------------------------------- backends
+def backend_candidates(device, backend='all'):
+    """``[(backend, precision, channels_last)]`` to compare: every candidate, or one backend's.
+
+    ``'all'``: what ``backend=auto`` times (:func:`runtime.backends.auto.candidates`) plus the
+    backends this device cannot run (shown as unavailable with the reason).
+    """
+    from fmdepth_ros.runtime.backends import BACKENDS, default_precision
+    from fmdepth_ros.runtime.backends.auto import candidates
+    found = candidates(device)
+    names = {c[0] for c in found}
+    found += [(b, default_precision(b, device), False) for b in BACKENDS if b not in names]
+    if backend != 'all':
+        found = [c for c in found if c[0] == backend]
+    return found
+
+
+def bench_backends(width, height, encoder, device, frames, warmup, images, decoder='featdepth',
+                   backend='all'):
+    """Side-by-side rows of every backend candidate against the eager fp32 reference.
+
+    Each row (keyed by its label, e.g. ``'openvino bf16'``): ``median_ms``, ``p99_ms``,
+    ``memory_last_mb``, ``max_rel_depth_diff`` (to eager fp32), ``speedup`` (eager median /
+    its median), ``build_s`` (export + engine build); or ``unavailable`` with the reason.
+    """
+    from fmdepth_ros.errors import BackendUnavailable
+    from fmdepth_ros.runtime.backends import GraphSource
+    from fmdepth_ros.runtime.backends.auto import _build, label
+    cfg = bench_config(width, height, encoder, device, decoder)
+    torch.manual_seed(0)
+    net = DepthNet(encoder, decoder=cfg.model.depth_decoder, min_depth=cfg.model.min_depth,
+                   max_depth=cfg.model.max_depth).eval()
+    eager = EagerReference(copy_module(net), cfg, device)
+    rows = {'eager fp32': measure(eager.predict, images, frames, warmup, device)}
+    rows['eager fp32'].update(speedup=1.0, max_rel_depth_diff=0.0)
+    reference = rows['eager fp32']['median_ms']
+    graph = GraphSource(net, cfg)
+    for candidate in backend_candidates(device, backend):
+        name = label(*candidate)
+        start = time.perf_counter()
+        try:
+            predictor = _build(net, cfg, device, candidate, graph, None, None)
+        except BackendUnavailable as exc:
+            rows[name] = {'unavailable': str(exc)}
+            continue
+        build_s = time.perf_counter() - start
+        row = measure(predictor.predict, images, frames, warmup, device)
+        row.update(speedup=reference / row['median_ms'], build_s=build_s,
+                   max_rel_depth_diff=max_relative_difference(eager.predict, predictor.predict,
+                                                              images[:4]),
+                   describe=predictor.describe())
+        if predictor.engine is not None:
+            row.update(measure_swap(predictor, net.state_dict(), images))
+        rows[name] = row
+        del predictor
+    return {'size': f'{width}x{height}', 'encoder': encoder, 'rows': rows}
+
+
+def measure_swap(predictor, state_dict, images):
+    """Refit delay of an engine and the frame latency meanwhile (refinement weight push).
+
+    ``load_depth_state`` runs on a thread of its own (as in the refiner) while frames keep
+    being predicted here. Returns ``swap_s`` (kept weights -> the engine using them) and
+    ``frames_during_swap`` / ``median_ms_during_swap`` of the frames predicted meanwhile.
+    """
+    import threading
+    done = threading.Event()
+
+    def swap():
+        try:
+            predictor.load_depth_state(state_dict)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=swap, name='fmdepth-bench-swap')
+    thread.start()
+    latencies = []
+    i = 0
+    while not done.is_set():
+        start = time.perf_counter()
+        predictor.predict(images[i % len(images)])
+        latencies.append((time.perf_counter() - start) * 1e3)
+        i += 1
+    thread.join()
+    return {'swap_s': predictor.swap_seconds[-1], 'frames_during_swap': len(latencies),
+            'median_ms_during_swap': float(np.median(latencies)) if latencies else None}
+
+
+def copy_module(module):
+    """Deep copy of ``module`` (the eager reference moves its network; keep ours intact)."""
+    import copy
+    return copy.deepcopy(module)
+
+
+def format_backends(result):
+    """Text table of :func:`bench_backends`' result."""
+    header = (f'{"backend":>28} {"median ms":>10} {"p99 ms":>8} {"RSS MiB":>8} '
+              f'{"max rel diff":>13} {"x eager":>8} {"weight swap s":>14}')
+    lines = [f'backends side by side ({result["size"]} R{result["encoder"]}, same frames):',
+             header, '-' * len(header)]
+    for name, row in result['rows'].items():
+        if 'unavailable' in row:
+            lines.append(f'{name:>28}  unavailable: {row["unavailable"]}')
+            continue
+        lines.append(f'{name:>28} {row["median_ms"]:>10.1f} {row["p99_ms"]:>8.1f} '
+                     f'{row["memory_last_mb"]:>8.0f} {row["max_rel_depth_diff"]:>13.2e} '
+                     f'{row["speedup"]:>7.2f}x '
+                     + (f'{row["swap_s"]:>14.2f}' if 'swap_s' in row else f'{"-":>14}'))
+    return '\n'.join(lines)
+
+
 # ----------------------------------------------------------------------------- node
 def bench_node(width, height, encoder, device, opts, frames, warmup, images, K,
                decoder='featdepth', node_latency=None):
@@ -378,6 +489,11 @@ def format_table(result):
                      f'in-process, {node["size"]} R{node["encoder"]}, optimised path): median '
                      f'{node["median_ms"]:.2f} ms, p99 {node["p99_ms"]:.2f} ms, '
                      f'{node["frames"]} frames')
+    for backends in result.get('backends') or []:
+        lines += ['', format_backends(backends)]
+    if result.get('node_overhead_ms') is not None:
+        lines.append(f'node overhead (node end-to-end median minus the optimised path '
+                     f'median): {result["node_overhead_ms"]:.1f} ms')
     ref = result.get('refinement')
     if ref is None:
         lines.append('online refinement: not run (--refine-frames 0)')

@@ -55,6 +55,16 @@ def default_precision(backend, device):
     return 'fp16' if cuda and backend == 'tensorrt' else 'fp32'
 
 
+def engine_options(weights=''):
+    """Engine keywords for a weights file: TensorRT engines are cached beside it."""
+    import os
+    if not weights:
+        from fmdepth_ros.runtime.backends.auto import cache_dir
+        return {'cache_dir': cache_dir(), 'stem': 'depth'}
+    return {'cache_dir': os.path.dirname(os.path.abspath(weights)),
+            'stem': os.path.splitext(os.path.basename(weights))[0]}
+
+
 class GraphSource:
     """The depth graph for the engines, exported once on first use (or given)."""
 
@@ -142,4 +152,4 @@ def create_depth_predictor(depth_net, cfg, backend='auto', device='cpu', precisi
 
 __all__ = ['BACKENDS', 'CHOICES', 'FALLBACK_ORDER', 'create_depth_predictor',
            'build_predictor', 'check_backend', 'engine_class', 'GraphSource',
-           'default_precision']
+           'default_precision', 'engine_options']

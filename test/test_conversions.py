@@ -1,4 +1,4 @@
-"""Tests for fmdepth_ros.ros.conversions on real sensor_msgs messages."""
+"""Tests of ros/conversions (builders, cv_bridge adapters) and messages decoders on sensor_msgs."""
 
 import cv2
 from fmdepth_ros.messages import (camera_info_to_K, image_to_depth, stamp_to_ns,

@@ -14,7 +14,7 @@ from fmdepth_ros.checkpoint import load_checkpoint
 from fmdepth_ros.config import load_config, save_config
 from fmdepth_ros.data.folder import load_depth_file
 from fmdepth_ros.data.triplets import load_rgb, resize_image
-from fmdepth_ros.metrics import disparity_to_eval_depth, evaluate_depth, mean_errors
+from fmdepth_ros.metrics import DepthMetricAccumulator, disparity_to_eval_depth
 from fmdepth_ros.model import FeatDepthModel
 from fmdepth_ros.trainer import seed_everything
 import numpy as np
@@ -50,17 +50,17 @@ def _city_frames(step=3):
 def _score(depth_net, cfg, frames):
     """Mean AbsRel (median scaling) and the 5th / 95th depth percentiles before scaling."""
     depth_net.eval()
-    errors, low, high = [], [], []
+    scores, low, high = DepthMetricAccumulator(), [], []
     for image, gt in frames:
         x = resize_image(image, cfg.model.height, cfg.model.width)
         x = torch.from_numpy(x).permute(2, 0, 1).float()[None] / 255.0
         with torch.no_grad():
             disp = depth_net(x)[0][0, 0].numpy()
         pred = disparity_to_eval_depth(disp, gt.shape, cfg.model.min_depth, cfg.model.max_depth)
-        errors.append(evaluate_depth(gt, pred)[0])
+        scores.add(gt, pred)
         low.append(np.percentile(pred, 5))
         high.append(np.percentile(pred, 95))
-    return mean_errors(errors)['abs_rel'], float(np.median(low)), float(np.median(high))
+    return scores.result()['abs_rel'], float(np.median(low)), float(np.median(high))
 
 
 def test_training_from_scratch_on_real_frames_learns_depth(tmp_path):

@@ -84,6 +84,7 @@ class RefineConfig:
     target: str = 'all'               # 'all' (DepthNet + PoseNet, as the official code) or
     #                                   'decoder' (depth decoder only: cheaper, less effective)
     guard: bool = True                # revert when the refined loss gets worse or non-finite
+    batchnorm: str = 'eval'           # BatchNorm during the steps: 'eval' or 'train' (batch)
     queue_size: int = 2
 
 

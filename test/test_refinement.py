@@ -98,6 +98,41 @@ def test_guard_reverts_non_finite_losses(cfg, window):
     assert _same(before, _state(model))
 
 
+def _running_stats(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()
+            if k.endswith(('running_mean', 'running_var'))}
+
+
+@pytest.mark.parametrize('batchnorm', ['eval', 'train'])
+def test_batchnorm_mode_decides_whether_running_statistics_adapt(cfg, window, batchnorm):
+    """'train' moves the refined networks' BatchNorm running statistics; 'eval' keeps them.
+
+    The FeatureNet's statistics never move, and the model is back in eval mode afterwards.
+    """
+    model = _model(cfg)
+    depth, feature = _running_stats(model.depth_net), _running_stats(model.feature_net)
+    assert depth, 'the DepthNet encoder has BatchNorm layers'
+    result = refine_on_batch(model, window_to_batch(window), iterations=2, lr=1e-4,
+                             target='all', guard=False, batchnorm=batchnorm)
+    assert result['iterations'] == 2 and math.isfinite(result['loss_after'])
+    assert _same(depth, _running_stats(model.depth_net)) == (batchnorm == 'eval')
+    assert _same(feature, _running_stats(model.feature_net))
+    assert not model.training
+    assert not any(m.training for m in model.modules())
+
+
+def test_guard_revert_restores_running_statistics(cfg, window):
+    """A reverted train-mode window leaves the BatchNorm statistics as they were."""
+    model = _model(cfg)
+    before = _state(model)
+    batch = window_to_batch(window)
+    batch['images'][0, 0, :, :4, :4] = float('nan')
+    result = refine_on_batch(model, batch, iterations=2, lr=1e-4, target='all',
+                             batchnorm='train')
+    assert result['reverted']
+    assert _same(before, _state(model))
+
+
 def test_refine_on_batch_rejects_bad_settings(cfg, window):
     """Unknown target or a non-positive learning rate is a ValueError."""
     model = _model(cfg)
@@ -105,6 +140,8 @@ def test_refine_on_batch_rejects_bad_settings(cfg, window):
         refine_on_batch(model, window_to_batch(window), target='encoder')
     with pytest.raises(ValueError, match='lr'):
         refine_on_batch(model, window_to_batch(window), lr=0.0)
+    with pytest.raises(ValueError, match='batchnorm'):
+        refine_on_batch(model, window_to_batch(window), batchnorm='frozen')
 
 
 def test_online_refiner_bounded_queue_guard_and_weight_swap(cfg, window):

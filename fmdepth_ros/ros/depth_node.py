@@ -70,7 +70,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 RUNTIME_SCALE = ('scale_mode', 'scale_factor', 'camera_height')
 RUNTIME_REFINE = {'refine': 'enabled', 'refine_iterations': 'iterations', 'refine_lr': 'lr',
-                  'refine_target': 'target', 'refine_guard': 'guard'}
+                  'refine_target': 'target', 'refine_guard': 'guard',
+                  'refine_batchnorm': 'batchnorm'}
 
 
 class DepthNode(LifecycleNode):

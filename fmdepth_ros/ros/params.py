@@ -138,6 +138,9 @@ PARAMS = (
           '(DepthNet + PoseNet)', choices=('decoder', 'all')),
     Param('refine_guard', True, "revert a window's refinement when its loss gets worse or "
           'not finite'),
+    Param('refine_batchnorm', 'eval', 'BatchNorm of the refined networks during the steps: '
+          "eval (running statistics) or train (the window's statistics; running statistics "
+          'adapt to the camera)', choices=('eval', 'train')),
     Param('refine_every', 1, 'submit a refinement window every N frames', range=(1, 10000)),
     Param('refine_queue_size', 2, 'refinement queue length (the oldest window is dropped)',
           range=(1, 100), read_only=True),

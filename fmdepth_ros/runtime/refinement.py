@@ -28,6 +28,7 @@ import torch
 LOGGER = logging.getLogger(__name__)
 
 TARGETS = ('decoder', 'all')
+BATCHNORM_MODES = ('eval', 'train')
 
 
 def refined_modules(model, target):
@@ -69,7 +70,16 @@ def _loss_value(model, batch):
     return float(total)
 
 
-def refine_on_batch(model, batch, iterations=20, lr=1e-4, target='decoder', guard=True):
+def _set_batchnorm_mode(modules, batchnorm):
+    """Put the BatchNorm layers of ``modules`` in ``batchnorm`` mode (the rest stays eval)."""
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                layer.train(batchnorm == 'train')
+
+
+def refine_on_batch(model, batch, iterations=20, lr=1e-4, target='decoder', guard=True,
+                    batchnorm='eval'):
     """Refine ``model`` in place on one batch with the self-supervised depth losses.
 
     Args:
@@ -82,18 +92,27 @@ def refine_on_batch(model, batch, iterations=20, lr=1e-4, target='decoder', guar
         target: 'decoder' (depth decoder only) or 'all' (DepthNet + PoseNet).
         guard: restore the initial weights when the final loss is worse than the initial
             one or not finite.
+        batchnorm: 'eval' keeps every BatchNorm on its running statistics during the steps;
+            'train' normalises the refined modules' BatchNorm layers with the window's own
+            statistics during the steps and updates their running statistics (the official
+            refinement's train mode), so the weights adapt to a camera whose image
+            statistics differ from the training data's (and a random network's unset
+            statistics get set).
 
     Returns:
         dict with ``loss_before``, ``loss_after`` (eval-mode losses on ``batch``; ``loss_after``
         is the kept weights' loss), ``reverted`` (bool), ``iterations`` run and ``seconds``.
 
-    The whole model stays in eval mode during the steps: BatchNorm keeps its running
-    statistics (a single window is too small a batch for batch statistics) and dropout is off,
-    so the optimised loss is exactly the one the guard measures before and after. Parameters
-    outside ``target`` get no gradients.
+    The losses before and after (the guard's) are always measured in eval mode, with the
+    running statistics the inference copy will use; with ``batchnorm='eval'`` they are
+    exactly the optimised loss. Everything but the refined modules' BatchNorm layers stays in
+    eval mode, and parameters outside ``target`` get no gradients. A reverted window restores
+    the running statistics too.
     """
     if iterations < 0 or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f'iterations must be >= 0 and lr > 0, got {iterations}, {lr}')
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f'batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}')
     start = time.perf_counter()
     modules = refined_modules(model, target)
     device = next(model.parameters()).device
@@ -111,6 +130,7 @@ def refine_on_batch(model, batch, iterations=20, lr=1e-4, target='decoder', guar
         for p in params:
             p.requires_grad_(True)
         optimizer = torch.optim.Adam(params, lr=lr)
+        _set_batchnorm_mode(modules, batchnorm)
         for _ in range(iterations):
             total, _, _ = model.depth_losses(batch)
             if not torch.isfinite(total):
@@ -119,6 +139,7 @@ def refine_on_batch(model, batch, iterations=20, lr=1e-4, target='decoder', guar
             total.backward()
             optimizer.step()
             ran += 1
+        model.eval()
         loss_after = _loss_value(model, batch)
         reverted = False
         worse = not math.isfinite(loss_after) or (
@@ -159,7 +180,7 @@ class OnlineRefiner:
     (detached clones, safe to keep). The callback should take a lock only for the swap, e.g.
     ``DepthPredictor.load_depth_state``.
 
-    Settings (``iterations``, ``lr``, ``target``, ``guard``, ``enabled``) start from
+    Settings (``iterations``, ``lr``, ``target``, ``guard``, ``batchnorm``, ``enabled``) start from
     ``cfg.refine`` and can be changed while running with :meth:`configure`.
     """
 
@@ -179,19 +200,22 @@ class OnlineRefiner:
                                      on_error=self._on_error)
         self.settings = {'iterations': int(cfg.refine.iterations), 'lr': float(cfg.refine.lr),
                          'target': cfg.refine.target, 'guard': bool(cfg.refine.guard),
-                         'enabled': True}
+                         'batchnorm': cfg.refine.batchnorm, 'enabled': True}
         refined_modules(self.model, self.settings['target'])  # validates the target early
         self._stats = {'processed': 0, 'improved': 0, 'reverted': 0, 'swaps': 0, 'errors': 0,
                        'last_loss_before': None, 'last_loss_after': None,
                        'last_seconds': None, 'last_error': None}
 
     def configure(self, **settings):
-        """Change ``iterations``/``lr``/``target``/``guard``/``enabled`` (from the next window)."""
+        """Change settings (any of :attr:`settings`' keys); they apply from the next window."""
         unknown = set(settings) - set(self.settings)
         if unknown:
             raise ValueError(f'unknown refinement settings: {sorted(unknown)}')
         if 'target' in settings:
             refined_modules(self.model, settings['target'])
+        if settings.get('batchnorm', 'eval') not in BATCHNORM_MODES:
+            raise ValueError(f'batchnorm must be one of {BATCHNORM_MODES}, '
+                             f"got {settings['batchnorm']!r}")
         if 'iterations' in settings and int(settings['iterations']) < 0:
             raise ValueError('iterations must be >= 0')
         if 'lr' in settings and not (float(settings['lr']) > 0 and math.isfinite(settings['lr'])):
@@ -243,7 +267,8 @@ class OnlineRefiner:
             return
         result = refine_on_batch(self.model, window_to_batch(window),
                                  iterations=settings['iterations'], lr=settings['lr'],
-                                 target=settings['target'], guard=settings['guard'])
+                                 target=settings['target'], guard=settings['guard'],
+                                 batchnorm=settings['batchnorm'])
         improved = (not result['reverted'] and math.isfinite(result['loss_after'])
                     and result['loss_after'] < result['loss_before'])
         with self._lock:

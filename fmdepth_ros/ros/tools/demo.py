@@ -75,7 +75,7 @@ def configure_parser(parser):
                              "--real: the node's default)")
     parser.add_argument('--node-frames', type=int, default=26,
                         help='--real: first frames of the city clip played through the node '
-                             '(default 26, about 3 minutes a pass on 2 busy cores; 78 = all)')
+                             '(default 26: 13 refined windows a pass; 78 = all)')
     parser.add_argument('--figure-frames', default='10,40,70',
                         help='--real: city frames shown in OUT/real.png (default 10,40,70)')
     parser.add_argument('--budget', type=float, default=240.0,

@@ -26,7 +26,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from fmdepth_ros.atomic_io import open_atomic
 from fmdepth_ros.config import Config, save_config
-from fmdepth_ros.distributed import all_gather_objects, any_flag, barrier, DistInfo
+from fmdepth_ros.distributed import (all_gather_objects, any_flag, barrier, broadcast_object,
+                                     DistInfo)
 from fmdepth_ros.errors import TrainingError
 import numpy as np
 import torch
@@ -464,6 +465,7 @@ class Trainer:
         if resume and getattr(self, '_resumed_precision', None):
             self.precision = self._resumed_precision    # what ``auto`` chose before
         self.amp = self.precision == 'fp16'     # GradScaler for fp16 networks
+        self._precision_applied = False          # set by the first training step
         if cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.images_seen = 0
@@ -591,7 +593,8 @@ class Trainer:
         for name in ('fp32', 'bf16'):
             self.model.set_network_precision('cpu', NETWORK_DTYPES[name])
             times[name] = time_training_step(net, batch, self.model, plan.name)
-        self.precision = 'bf16' if times['bf16'] * AUTO_BF16_MARGIN < times['fp32'] else 'fp32'
+        choice = 'bf16' if times['bf16'] * AUTO_BF16_MARGIN < times['fp32'] else 'fp32'
+        self.precision = broadcast_object(self.dist, choice)    # every rank: rank 0's timing
         self.model.set_network_precision('cpu', NETWORK_DTYPES[self.precision])
         if self.dist.is_main:
             LOG.info('precision auto: %s (one training step: fp32 %.0f ms, bf16 %.0f ms)',
@@ -600,8 +603,9 @@ class Trainer:
     def _train_step(self, net, plan, batch, params, optimizer, scheduler, scaler) -> Dict:
         batch = batch_to_device(batch, self.device)
         set_stage_mode(self.model, plan.name)
-        if self.model._autocast is None and self.precision != 'fp32':
+        if not self._precision_applied:
             self._choose_precision(net, plan, batch)
+            self._precision_applied = True
         total, logs, outputs = net(batch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()

@@ -25,12 +25,12 @@ Weights are random (latency does not depend on them). Bench goals are in docs/be
 """
 
 import os
-import platform
 import time
 
 from fmdepth_ros.config import Config
 from fmdepth_ros.errors import CliError
 from fmdepth_ros.networks.depth_net import DepthNet, disp_to_depth
+from fmdepth_ros.runtime.backends.auto import cpu_model_name
 from fmdepth_ros.runtime.inference import DepthPredictor, fast_options
 import numpy as np
 import torch
@@ -111,16 +111,8 @@ def describe_device(device):
     if device.startswith('cuda'):
         props = torch.cuda.get_device_properties(torch.device(device))
         return f'{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}'
-    model = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    model = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f'{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads'
+    return (f'{cpu_model_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} '
+            'torch threads')
 
 
 # ----------------------------------------------------------------------------- paths

@@ -46,16 +46,20 @@ def hardware_name(device):
     device = torch.device(device)
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
+    return f'{cpu_model_name()} x{os.cpu_count()}'
+
+
+def cpu_model_name():
+    """Return the CPU's model name from /proc/cpuinfo (else what ``platform`` knows)."""
     model = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo', encoding='utf-8') as f:
             for line in f:
                 if line.startswith('model name'):
-                    model = line.split(':', 1)[1].strip()
-                    break
+                    return line.split(':', 1)[1].strip()
     except OSError:
         pass
-    return f'{model} x{os.cpu_count()}'
+    return model
 
 
 def cache_key(device, cfg, precision='auto'):

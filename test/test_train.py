@@ -248,13 +248,13 @@ def test_user_errors_are_one_line(tiny_synth_dir, tiny_config, tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_epoch_checkpoints_keep_the_last_n(synth_dir, tmp_path):
+def test_epoch_checkpoints_keep_the_last_n(tiny_synth_dir, tmp_path):
     """Each finished epoch leaves epoch_<k>.pt (a full checkpoint); only the newest N stay."""
     config = tmp_path / 'keep1.yaml'
     save_config(load_config(overrides=TINY).merged({'train': {'keep_epoch_checkpoints': 1}}),
                 str(config))
     out = tmp_path / 'run'
-    assert _train(synth_dir, str(config), out) == 0     # 1 feature epoch + 2 depth epochs
+    assert _train(tiny_synth_dir, str(config), out) == 0     # 1 feature epoch + 2 depth epochs
     names = sorted(n for n in os.listdir(out) if n.endswith('.pt'))
     assert names == ['checkpoint.pt', 'epoch_2.pt', 'feature_epoch_1.pt']
     last, info = _state(str(out / 'checkpoint.pt'))

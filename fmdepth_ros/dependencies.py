@@ -60,6 +60,8 @@ DEPENDENCIES = {
     'tensorrt': ('python3-tensorrt-pip', None, EXEC),
     # tests
     'pytest': ('python3-pytest', 'pytest', TEST),
+    'xdist': ('python3-pytest-xdist', 'pytest-xdist', TEST),   # `pytest -n 2` (plugin, no import)
+    'filelock': ('python3-filelock', 'filelock', TEST),        # xdist workers share a fixture
     'hypothesis': ('python3-hypothesis', 'hypothesis', TEST),
     'mcap': ('python3-mcap-pip', 'mcap', TEST),
     'mcap_ros2': ('python3-mcap-ros2-support-pip', 'mcap-ros2-support', TEST),

@@ -6,11 +6,14 @@ every child process (``fmdepth ...``, ``ros2 launch ...``) that tests start:
 * ``ROS_DOMAIN_ID``: one random domain per pytest session (1..100), so parallel test runs on
   one machine (CI jobs, several engineers) never see each other's topics. Set
   ``FMDEPTH_TEST_ROS_DOMAIN_ID`` to pin it (e.g. to watch a test with ``ros2 topic echo``).
+  Under pytest-xdist (``-n 2``) worker ``gwK`` takes the session's domain + K: the controller
+  draws the domain before the workers start and they inherit it.
 * ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` unless already set: tests stay on this host.
 * ``AMENT_PREFIX_PATH`` gains the running venv (``sys.prefix``) when it holds an ament index,
   so ``ros2 launch fmdepth_ros ...`` and ``ament_index_python`` work without sourcing
   ``scripts/env.sh``.
-* ``OMP_NUM_THREADS`` / ``torch.set_num_threads(2)``: CI has 2 cores.
+* ``OMP_NUM_THREADS`` / ``torch.set_num_threads``: CI has 2 cores, shared by the xdist workers
+  (2 threads without xdist, 1 per worker with ``-n 2``).
 
 Markers: ``linter`` (style checks), ``slow`` (more than ~10 s), ``ros`` (needs rclpy / a ROS
 graph). Deselect with e.g. ``-m 'not slow'``. Every test of a module that imports ROS at module
@@ -30,14 +33,20 @@ import sys
 
 import pytest
 
-TORCH_THREADS = 2
+#: pytest-xdist worker index (0 without xdist) and worker count
+WORKER = int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:] or 0)
+WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+TORCH_THREADS = max(1, 2 // WORKERS)
 
 
 def _setup_process_environment():
     """Set the environment variables described in the module docstring."""
     pinned = os.environ.get('FMDEPTH_TEST_ROS_DOMAIN_ID')
     # 1..100: 0 is everyone's default domain; >101 collides with ephemeral ports on Linux.
-    os.environ['ROS_DOMAIN_ID'] = pinned or str(random.SystemRandom().randint(1, 100))
+    # The controller (or a plain session) draws the base; xdist workers inherit it.
+    base = os.environ.setdefault('FMDEPTH_TEST_ROS_DOMAIN_BASE', pinned or str(
+        random.SystemRandom().randint(1, 100 - 8)))
+    os.environ['ROS_DOMAIN_ID'] = str(int(base) + WORKER)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     os.environ.setdefault('OMP_NUM_THREADS', str(TORCH_THREADS))
     index = os.path.join(sys.prefix, 'share', 'ament_index', 'resource_index')
@@ -163,5 +172,5 @@ def trained_model(tmp_path_factory):
     A ``trained_model.TrainedModel``: ``.checkpoint`` path (config/synthetic_cpu.yaml trained
     160 steps on the synthetic corridor seed 0) and the training's wall / CPU seconds.
     """
-    from trained_model import train_model
-    return train_model(tmp_path_factory.mktemp('trained_model'))
+    from trained_model import shared_trained_model
+    return shared_trained_model(tmp_path_factory)

@@ -32,19 +32,22 @@ def lint_paths():
     return [p for p in paths if os.path.exists(os.path.join(ROOT, p))]
 
 
+ERRORS_MARK = '--- ament_flake8 errors ---'
+
+
 def run_flake8(paths):
     """Run flake8 on ``paths`` from the repository root; return (exit code, report lines)."""
-    try:
-        from ament_flake8.main import main_with_errors
-    except ImportError:
-        main_with_errors = None
-    if main_with_errors is not None:
-        cwd = os.getcwd()
-        os.chdir(ROOT)
-        try:
-            return main_with_errors(argv=paths)
-        finally:
-            os.chdir(cwd)
+    if importlib.util.find_spec('ament_flake8') is not None:
+        # ament's checker (what colcon test runs), in a fresh process: flake8 forks a worker
+        # pool, and forking a test process that holds threads (pytest-xdist, rclpy) can crash
+        code = ('import sys\nfrom ament_flake8.main import main_with_errors\n'
+                'rc, errors = main_with_errors(argv=sys.argv[1:])\n'
+                'print(MARK, *errors, sep="\\n")\nsys.exit(rc)').replace('MARK', repr(ERRORS_MARK))
+        proc = subprocess.run([sys.executable, '-c', code, *paths], cwd=ROOT,
+                              capture_output=True, text=True)
+        assert 'Traceback' not in proc.stderr, proc.stderr
+        report = proc.stdout.rsplit(ERRORS_MARK, 1)[-1]
+        return proc.returncode, [line for line in report.splitlines() if line]
     options = [f'--max-line-length={MAX_LINE_LENGTH}', f'--extend-ignore={AMENT_IGNORE}']
     if importlib.util.find_spec('flake8_import_order') is not None:
         # flake8 rejects the option unless the plugin is installed

@@ -6,9 +6,13 @@ FeatureNet steps, then DepthNet + PoseNet up to step 160 (self-supervised, no gr
 The learning proof (test_learning.py) evaluates it; the node's refinement test starts from it.
 """
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+import json
+import os
 import resource
 import time
+
+from filelock import FileLock
 
 from fmdepth_ros.ros.tools.demo import train_small_model
 import torch
@@ -44,3 +48,21 @@ def train_model(out_dir):
         return TrainedModel(checkpoint, time.time() - start, _cpu_seconds() - cpu_start, 1)
     finally:
         torch.set_num_threads(threads)
+
+
+def shared_trained_model(tmp_path_factory):
+    """Train once per session; pytest-xdist workers share the one run (a file lock).
+
+    The workers' temporary folders have one parent; the first worker to take the lock trains,
+    the others wait and read its record.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        root = root.parent
+    record = root / 'trained_model.json'
+    with FileLock(str(root / 'trained_model.lock')):
+        if record.is_file():
+            return TrainedModel(**json.loads(record.read_text()))
+        model = train_model(root / 'trained_model')
+        record.write_text(json.dumps(asdict(model)))
+        return model

@@ -8,6 +8,8 @@ Every ``os.replace`` of the package goes through :func:`replace_atomic`.
 import contextlib
 import json
 import os
+from pathlib import Path
+import shutil
 import uuid
 
 
@@ -81,3 +83,27 @@ def write_json_atomic(path, data, sort_keys=True):
     with open_atomic(path, 'w') as f:
         json.dump(data, f, indent=2, sort_keys=sort_keys)
         f.write('\n')
+
+
+def build_directory_atomic(out_dir, fill):
+    """Run ``fill(tmp)`` on a fresh temporary folder beside ``out_dir``, then move it there.
+
+    A crash or an exception in ``fill`` leaves ``out_dir`` as it was (the temporary folder is
+    removed); on success a previous ``out_dir`` is swapped out and deleted. Returns the
+    ``out_dir`` Path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f'.{out_dir.name}.tmp-{os.getpid()}')
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        if out_dir.exists():
+            previous = tmp.with_name(tmp.name + '-previous')
+            replace_atomic(out_dir, previous)
+            shutil.rmtree(previous, ignore_errors=True)
+        replace_atomic(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 import shutil
 
-from fmdepth_ros.atomic_io import replace_atomic, write_text_atomic
+from fmdepth_ros.atomic_io import build_directory_atomic, write_text_atomic
 from fmdepth_ros.data.kitti_calib import (calib_entry, CAM_TO_CAM, read_calib_file,
                                           velodyne_to_depth)
 from fmdepth_ros.errors import DataError
@@ -93,12 +93,11 @@ def drive_to_folder(drive_dir, out_dir, camera: int = 2, copy: bool = False,
     proj_dir = drive_dir / 'proj_depth' / 'velodyne_raw' / f'image_0{camera}'
     velo_dir = drive_dir / 'velodyne_points' / 'data'
 
-    tmp = out_dir.with_name(f'.{out_dir.name}.tmp-{os.getpid()}')
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / 'images').mkdir(parents=True)
-    (tmp / 'depth').mkdir()
     counts = {'proj': 0, 'velodyne': 0, 'none': 0}
-    try:
+
+    def fill(tmp):
+        (tmp / 'images').mkdir()
+        (tmp / 'depth').mkdir()
         for image in images:
             _place(image, tmp / 'images' / image.name, copy)
             proj, scan = proj_dir / image.name, velo_dir / f'{image.stem}.bin'
@@ -115,12 +114,7 @@ def drive_to_folder(drive_dir, out_dir, camera: int = 2, copy: bool = False,
                 counts['none'] += 1
         write_text_atomic(tmp / 'intrinsics.txt', f'P_rect_0{camera}: '
                           + ' '.join(f'{v:.12e}' for v in P) + '\n')
-        if out_dir.exists():
-            previous = tmp.with_name(tmp.name + '-previous')
-            replace_atomic(out_dir, previous)
-            shutil.rmtree(previous, ignore_errors=True)
-        replace_atomic(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    build_directory_atomic(out_dir, fill)
     return FolderSummary(out_dir, len(images), counts['proj'], counts['velodyne'],
                          counts['none'])

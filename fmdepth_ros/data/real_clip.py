@@ -29,7 +29,7 @@ from pathlib import Path
 import shutil
 import sys
 
-from fmdepth_ros.atomic_io import replace_atomic, write_text_atomic
+from fmdepth_ros.atomic_io import build_directory_atomic, replace_atomic, write_text_atomic
 from fmdepth_ros.errors import DataError
 from fmdepth_ros.geometry import scale_intrinsics
 import numpy as np
@@ -69,25 +69,6 @@ def _downscale(src, dst, flags):
     return cw / w, ch / h
 
 
-def _build(out_dir, fill):
-    """Run ``fill(tmp)`` on a fresh temporary folder beside ``out_dir``, then move it there."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f'.{out_dir.name}.tmp-{os.getpid()}')
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        if out_dir.exists():
-            previous = tmp.with_name(tmp.name + '-previous')
-            replace_atomic(out_dir, previous)
-            shutil.rmtree(previous, ignore_errors=True)
-        replace_atomic(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
-
-
 def make_odometry_clip(source, out_dir):
     """Write odometry 00 (``source``: image_0/, calib.txt, poses.txt, times.txt) as ``out_dir``."""
     import cv2
@@ -121,7 +102,7 @@ def make_odometry_clip(source, out_dir):
         for name in ('poses.txt', 'times.txt'):
             shutil.copyfile(source / name, tmp / name)
 
-    return _build(out_dir, fill)
+    return build_directory_atomic(out_dir, fill)
 
 
 def make_city_clip(drive_dir, out_dir):
@@ -154,7 +135,7 @@ def make_city_clip(drive_dir, out_dir):
         replace_atomic(full / 'depth', tmp / 'depth')
         shutil.rmtree(full)
 
-    return _build(out_dir, fill)
+    return build_directory_atomic(out_dir, fill)
 
 
 def make_real_clip(shared_data, out_dir):

@@ -144,6 +144,16 @@ def train_cached(out_dir, settings, train_argv, retrain=False, log=print, prepar
     return checkpoint
 
 
+def given_or_trained(weights, train):
+    """Phase a of both demos: checkpoint ``weights`` if given (it must exist), else ``train()``."""
+    if weights:
+        if not os.path.isfile(weights):
+            raise CliError(f'weights file not found: {weights}')
+        print(f'phase a: skipped, starting from {weights}')
+        return weights
+    return train()
+
+
 def train_small_model(out_dir, train_seed=0, train_frames=40, steps=160, retrain=False,
                       log=print):
     """Phase a: train (or reuse) the demo model with ``fmdepth train``; its checkpoint path.
@@ -355,14 +365,9 @@ def run(args):
         torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     start = time.monotonic()
-    if args.weights:
-        if not os.path.isfile(args.weights):
-            raise CliError(f'weights file not found: {args.weights}')
-        weights = args.weights
-        print(f'phase a: skipped, starting from {weights}')
-    else:
-        weights = train_small_model(os.path.join(args.out, 'model'), args.train_seed,
-                                    args.train_frames, args.train_steps, args.retrain)
+    weights = given_or_trained(args.weights, lambda: train_small_model(
+        os.path.join(args.out, 'model'), args.train_seed, args.train_frames, args.train_steps,
+        args.retrain))
     train_seconds = time.monotonic() - start
     print(f'phase a: {train_seconds:.0f} s', flush=True)
 

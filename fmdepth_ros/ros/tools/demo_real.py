@@ -87,7 +87,7 @@ def run_real(args):
     from fmdepth_ros.data.kitti2bag import IMAGE_TOPIC
     from fmdepth_ros.evaluation import evaluate_data, format_table
     from fmdepth_ros.figures import figure_from_checkpoint, parse_frames
-    from fmdepth_ros.ros.tools.demo import package_file
+    from fmdepth_ros.ros.tools.demo import given_or_trained, package_file
     from fmdepth_ros.ros.tools.evaluate import evaluate_bag
 
     passes = DEFAULT_PASSES if args.passes is None else args.passes
@@ -99,13 +99,8 @@ def run_real(args):
     os.makedirs(args.out, exist_ok=True)
     start = time.monotonic()
     timings = {}
-    if args.weights:
-        if not os.path.isfile(args.weights):
-            raise CliError(f'weights file not found: {args.weights}')
-        checkpoint = args.weights
-        print(f'phase a: skipped, starting from {checkpoint}')
-    else:
-        checkpoint = train_real_model(os.path.join(args.out, 'real_model'), args.retrain)
+    checkpoint = given_or_trained(args.weights, lambda: train_real_model(
+        os.path.join(args.out, 'real_model'), args.retrain))
     timings['train_s'] = round(time.monotonic() - start, 1)
     print(f'phase a: {timings["train_s"]:.0f} s', flush=True)
 

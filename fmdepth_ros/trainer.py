@@ -350,8 +350,7 @@ def time_training_step(net, batch, model, stage: str, repeats: int = 2) -> float
     Gradients are cleared afterwards and BatchNorm statistics restored, so timing leaves
     the run exactly as it was.
     """
-    buffers = {k: v.clone() for k, v in model.state_dict().items() if 'running' in k
-               or 'num_batches' in k}
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]   # BatchNorm statistics
     rng = torch.get_rng_state()
     best = float('inf')
     for attempt in range(repeats + 1):
@@ -361,7 +360,9 @@ def time_training_step(net, batch, model, stage: str, repeats: int = 2) -> float
         if attempt:                                # the first pass warms up
             best = min(best, time.perf_counter() - start)
     model.zero_grad(set_to_none=True)
-    model.load_state_dict(buffers, strict=False)
+    with torch.no_grad():
+        for buffer, saved in buffers:
+            buffer.copy_(saved)
     torch.set_rng_state(rng)
     return best
 

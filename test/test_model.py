@@ -105,3 +105,23 @@ def test_bf16_networks_keep_geometry_and_losses_in_float32():
     model.set_network_precision('cpu', None)
     again, _, _ = model.depth_losses(batch)
     assert float(again.detach()) == float(fp32.detach())
+
+
+def test_timing_a_training_step_leaves_weights_statistics_and_rng_as_they_were():
+    """``precision: auto`` times steps on the live model: nothing of the run may change."""
+    from fmdepth_ros.trainer import time_training_step
+    cfg = small_cpu_config()
+    model = FeatDepthModel(cfg).train()
+    batch = _batch(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    seconds = time_training_step(model.depth_losses, batch, model, 'depth', repeats=1)
+    assert seconds > 0
+    after = model.state_dict()
+    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    assert changed == []
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+    model.depth_losses(batch)[0].backward()        # a real step does move the statistics
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in before.items()
+               if 'running' in k)

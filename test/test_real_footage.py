@@ -1,9 +1,10 @@
 """Regression test on real KITTI footage: training from scratch learns depth, no collapse.
 
-Trains the real-footage recipe (config/kitti_cpu.yaml, shortened) on KITTI odometry 00 and
+Trains the real-footage recipe (config/kitti_cpu.yaml) on KITTI odometry 00 and
 scores it against the LiDAR of a different drive (the 78-frame city drive). With the official
-PoseNet translation scale (x0.01) the same run pins the depth at the near bound
-(docs/training.md, "Training from scratch on real footage"). Skipped without ../shared/data.
+PoseNet translation scale (x0.01) the same run heads for the near bound and fails here: depth
+5th / 95th percentiles 0.127 / 0.299 (docs/training.md, "Training from scratch on real
+footage"). Skipped without ../shared/data.
 """
 
 import glob
@@ -33,12 +34,9 @@ pytestmark = [
                        reason=f'real KITTI samples not found under {DATA} (../shared/data)'),
 ]
 
-#: the shortened recipe: no FeatureNet stage, 100 depth steps (~3.5 minutes on one core), float32
-#: networks: ``precision: auto`` picks by a timing, so the run (and its score) could differ
-#: between two runs on one machine
-SHORT = {'train': {'feature_steps': 0, 'depth_steps': 100, 'checkpoint_every': 0,
-                   'log_every': 0, 'precision': 'fp32'},
-         'loss': {'use_feature_metric': False}}
+#: the recipe as shipped (100 DepthNet + PoseNet steps, float32: ~3.5 minutes on one core),
+#: without its periodic checkpoints and logs
+QUIET = {'train': {'checkpoint_every': 0, 'log_every': 0}}
 
 
 def _city_frames(step=1):
@@ -76,7 +74,7 @@ def one_thread():
 
 def test_training_from_scratch_on_real_frames_learns_depth(tmp_path, one_thread):
     """The depth spreads between the bounds and beats the untrained net on another drive."""
-    cfg = load_config(os.path.join(ROOT, 'config', 'kitti_cpu.yaml'), overrides=SHORT)
+    cfg = load_config(os.path.join(ROOT, 'config', 'kitti_cpu.yaml'), overrides=QUIET)
     config = tmp_path / 'short.yaml'
     save_config(cfg, str(config))
     assert cli.main(['train', '--data', ODOMETRY, '--config', str(config),

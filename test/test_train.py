@@ -76,10 +76,12 @@ def test_paper_schedule_from_config():
 def test_step_counts_and_precision_from_config():
     """depth_steps fixes the depth stage length and keeps the milestones' place in it."""
     cfg = load_config(os.path.join(ROOT, 'config', 'kitti_cpu.yaml'))
-    assert cfg.train.feature_steps and cfg.train.depth_steps
+    assert cfg.train.depth_steps and not cfg.train.feature_steps      # no FeatureNet stage
     plans = plan_stages('both', 49, cfg, None)
-    assert [(p.name, p.steps) for p in plans] == [
-        ('feature', cfg.train.feature_steps), ('depth', cfg.train.depth_steps)]
+    assert [(p.name, p.steps) for p in plans] == [('feature', 0), ('depth', cfg.train.depth_steps)]
+    cfg.train.feature_steps = 40
+    assert [(p.name, p.steps) for p in plan_stages('both', 49, cfg, None)] == [
+        ('feature', 40), ('depth', cfg.train.depth_steps)]
     n = cfg.train.depth_steps
     assert stage_milestones('depth', cfg, 49) == [int(n * 20 / 40), int(n * 30 / 40)]
     assert resolve_precision('auto', False, 'cpu') == 'auto'       # measured at the first step

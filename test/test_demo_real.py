@@ -1,6 +1,6 @@
 """``fmdepth demo --real``: arguments, node settings, the training cache and the data it finds.
 
-The whole real demo (about 15 minutes of training, then the node over the city frames several
+The whole real demo (about 3 minutes of training, then the node over the city frames several
 times) is too long for the suite; README.md gives its measured output. Phases b-d run here on a
 small untrained checkpoint (``--weights``) over 3 city frames; the parts are also tested where
 they live: the clip (test_real_clip.py), the figure (test_figure.py), the bag evaluation
@@ -34,6 +34,7 @@ def test_help_lists_real(capsys):
     assert exit_info.value.code == 0
     text = ' '.join(capsys.readouterr().out.split())
     assert '--real' in text and 'kitti_cpu.yaml' in text and '--figure-frames' in text
+    assert '--synthetic' in text
 
 
 def test_node_parameters_take_demo_defaults_then_the_users():
@@ -47,9 +48,13 @@ def test_node_parameters_take_demo_defaults_then_the_users():
                       'cpu_threads': 2}
 
 
-def test_synthetic_defaults_stay_when_real_is_not_given():
-    """Without --real the shared options parse as unset and the synthetic demo fills them in."""
-    args = _args([])
+def test_real_by_default_and_synthetic_defaults_stay_with_synthetic():
+    """Real footage by default; with --synthetic the shared options parse as unset and the
+    synthetic demo fills them in."""
+    assert _args([]).real and _args(['--real']).real
+    with pytest.raises(SystemExit):
+        _args(['--real', '--synthetic'])
+    args = _args(['--synthetic'])
     assert not args.real and args.passes is None and args.iterations is None
     assert demo.SYNTHETIC_DEFAULTS == {'passes': 4, 'iterations': 8, 'lr': 5e-5,
                                        'target': 'all'}

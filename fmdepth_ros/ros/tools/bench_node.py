@@ -38,7 +38,7 @@ def node_latency(cfg, device, opts, frames, warmup, images, K):
         config_path = os.path.join(tmp, 'config.yaml')
         save_config(cfg, config_path)
         context = rclpy.Context()
-        rclpy.init(context=context)
+        rclpy.init(args=[], context=context)  # not sys.argv: fmdepth's own options
         executor = node = probe = thread = None
         try:
             # a private namespace: other ROS processes on this domain cannot cross-talk

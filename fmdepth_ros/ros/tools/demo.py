@@ -1,6 +1,9 @@
-"""``fmdepth demo``: train a small model, then the ROS node refines it online on new input.
+"""``fmdepth demo --synthetic``: train a small model, then the ROS node refines it online.
 
-No downloaded weights and no dataset are needed. The demo has two phases:
+``fmdepth demo`` runs on the real KITTI clip shipped in ``data/`` (:mod:`demo_real`: training
+fits in about 3 minutes on 2 cores, the whole demo in about 6.5). ``--synthetic`` runs this
+module's corridor demo instead. No downloaded weights and no dataset are needed. It has two
+phases:
 
 a. **train**: renders a synthetic corridor (``data.synth``, seed ``--train-seed``) and trains a
    small model on it with the real trainer (``fmdepth train`` with ``config/synthetic_cpu.yaml``:
@@ -28,7 +31,8 @@ from fmdepth_ros.atomic_io import open_atomic, write_json_atomic
 from fmdepth_ros.errors import CliError
 import numpy as np
 
-HELP = 'run the node live on the built-in synthetic sequence'
+HELP = ('run the node live on the real KITTI clip shipped in data/ '
+        '(--synthetic: on the built-in synthetic corridor)')
 
 
 DEMO_CONFIG = 'synthetic_cpu.yaml'
@@ -38,49 +42,54 @@ HEIGHT, WIDTH = 64, 96
 def configure_parser(parser):
     """Add the ``fmdepth demo`` arguments to ``parser``."""
     parser.add_argument('--out', default='demo_out', help='output directory (default demo_out/)')
-    parser.add_argument('--real', action='store_true',
-                        help='real KITTI footage instead (data/: train config/kitti_cpu.yaml on '
-                             'odometry 00, score on the city drive against its LiDAR with the '
-                             'baselines, the node refining online over it as a bag, '
-                             'OUT/real.png); about 15 minutes of training on 2 cores, cached')
+    footage = parser.add_mutually_exclusive_group()
+    footage.add_argument('--real', dest='real', action='store_true', default=True,
+                         help='real KITTI footage, the default (data/: train '
+                              'config/kitti_cpu.yaml on odometry 00, score on the city drive '
+                              'against its LiDAR with the baselines, the node refining online '
+                              'over it as a bag, OUT/real.png); about 3 minutes of training on '
+                              '2 cores, cached')
+    footage.add_argument('--synthetic', dest='real', action='store_false',
+                         help='the built-in synthetic corridor instead (train on one corridor, '
+                              'the node refines online on an unseen one; OUT/demo.png)')
     parser.add_argument('--train-seed', type=int, default=0,
-                        help='seed of the training corridor (default 0)')
+                        help='--synthetic: seed of the training corridor (default 0)')
     parser.add_argument('--train-frames', type=int, default=40,
-                        help='frames of the training corridor (default 40)')
+                        help='--synthetic: frames of the training corridor (default 40)')
     parser.add_argument('--train-steps', type=int, default=160,
-                        help='training steps (10 FeatureNet + the rest DepthNet/PoseNet; '
-                             'default 160)')
+                        help='--synthetic: training steps (10 FeatureNet + the rest '
+                             'DepthNet/PoseNet; default 160)')
     parser.add_argument('--retrain', action='store_true',
-                        help='train again even when OUT/model holds a matching checkpoint')
+                        help='train again even when OUT/ holds a matching checkpoint')
     parser.add_argument('--weights', default='',
                         help='skip phase a and start the node from this checkpoint')
     parser.add_argument('--seed', type=int, default=5,
-                        help='seed of the unseen corridor the node runs on (default 5)')
+                        help='--synthetic: seed of the unseen corridor the node runs on '
+                             '(default 5)')
     parser.add_argument('--frames', type=int, default=12,
-                        help='frames of the unseen corridor (default 12)')
+                        help='--synthetic: frames of the unseen corridor (default 12)')
     parser.add_argument('--passes', type=int, default=None,
-                        help='times the corridor is played; the last one without learning '
-                             '(default 4; --real: passes over the city drive, all learning, '
-                             'default 3)')
+                        help='passes of the city frames through the node, all learning '
+                             '(default 3); --synthetic: times the corridor is played, the last '
+                             'one without learning (default 4)')
     parser.add_argument('--iterations', type=int, default=None,
-                        help="refinement Adam steps per window (default 8; --real: the node's "
-                             'default)')
+                        help='refinement Adam steps per window (default 5; --synthetic: 8)')
     parser.add_argument('--lr', type=float, default=None,
-                        help="refinement learning rate (default 5e-5: 1e-4, the paper's, "
-                             'with fresh Adam moments on every window makes steps that the '
-                             'guard often reverts when the whole DepthNet + PoseNet learns; '
-                             "--real: the node's default)")
+                        help="refinement learning rate (default: the node's, 1e-4; "
+                             "--synthetic: 5e-5, as 1e-4 with fresh Adam moments on every "
+                             'window makes steps that the guard often reverts when the whole '
+                             'DepthNet + PoseNet learns)')
     parser.add_argument('--target', choices=('all', 'decoder'), default=None,
-                        help='what the refinement updates (default all: DepthNet + PoseNet; '
-                             "--real: the node's default)")
+                        help="what the refinement updates (default: the node's, decoder; "
+                             '--synthetic: all, DepthNet + PoseNet)')
     parser.add_argument('--node-frames', type=int, default=26,
-                        help='--real: first frames of the city clip played through the node '
+                        help='first frames of the city clip played through the node '
                              '(default 26: 13 refined windows a pass; 78 = all)')
     parser.add_argument('--figure-frames', default='10,40,70',
-                        help='--real: city frames shown in OUT/real.png (default 10,40,70)')
+                        help='city frames shown in OUT/real.png (default 10,40,70)')
     parser.add_argument('--budget', type=float, default=240.0,
-                        help='seconds of online learning; then refinement stops and one final '
-                             'pass is measured (default 240)')
+                        help='--synthetic: seconds of online learning; then refinement stops '
+                             'and one final pass is measured (default 240)')
     parser.add_argument('--threads', type=int, default=1,
                         help="torch intra-op threads (default 1: the node's inference and "
                              'refinement threads already run in parallel, and one thread each '
@@ -201,7 +210,7 @@ class _DemoGraph:
 
         self.rclpy = rclpy
         self.context = Context()
-        rclpy.init(context=self.context)
+        rclpy.init(args=[], context=self.context)  # not sys.argv: fmdepth's options
         params = {'weights': weights, 'device': 'cpu', 'refine': True,
                   'refine_target': args.target, 'refine_iterations': args.iterations,
                   'refine_lr': args.lr, 'refine_guard': True, 'publish_colored': False,

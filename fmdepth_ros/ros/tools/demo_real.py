@@ -3,7 +3,7 @@
 Four phases, each the project's real machinery:
 
 a. **train**: ``fmdepth train --config config/kitti_cpu.yaml`` on ``data/kitti_odometry_00_320x97``
-   (200 grey frames of KITTI odometry 00, downscaled; the recipe resizes them to 320x96). About 15
+   (200 grey frames of KITTI odometry 00, downscaled; the recipe resizes them to 320x96). About 3
    minutes on 2 CPU cores; the checkpoint is cached in ``OUT/real_model/`` and reused while the
    parsed config and the clip stay the same (``--retrain`` forces a run, ``--weights CKPT``
    skips the phase).
@@ -59,7 +59,7 @@ def train_real_model(out_dir, retrain=False, log=print):
         settings = {'config': yaml.safe_load(f), 'data': _clip_signature(data)}
 
     def announce():
-        log(f'phase a: fmdepth train --data {data} --config {config} (about 15 minutes on 2 '
+        log(f'phase a: fmdepth train --data {data} --config {config} (about 3 minutes on 2 '
             'CPU cores)')
 
     return train_cached(out_dir, settings, ['--data', data, '--config', config], retrain, log,

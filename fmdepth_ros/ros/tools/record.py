@@ -206,7 +206,7 @@ def record_passes(bag, out_dir, passes: int, checkpoint: Optional[str] = None,
     own_context = context is None
     if own_context:
         context = Context()
-        rclpy.init(context=context)
+        rclpy.init(args=[], context=context)  # not sys.argv: fmdepth's own options
     namespace = f'/fmdepth_record_{os.getpid()}'
     params = {'skip_without_subscribers': False, 'publish_colored': False,
               'use_compressed': compressed, 'max_frame_gap': 3600.0,

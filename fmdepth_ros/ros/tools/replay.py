@@ -268,7 +268,7 @@ def run(args) -> int:
     except ImportError as exc:
         raise CliError(f'rclpy is not importable ({exc}); run scripts/setup_env.sh') from None
     remap = _parse_remaps(args.remap)
-    rclpy.init()
+    rclpy.init(args=[])  # not sys.argv: fmdepth's own options
     node = None
     try:
         node = rclpy.create_node('fmdepth_replay')

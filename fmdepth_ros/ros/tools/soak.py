@@ -262,7 +262,7 @@ def run_soak(frames=10000, width=64, height=64, refine=True, refine_every=200,
     config_file = os.path.join(tmp.name, 'soak_config.yaml')
     write_soak_config(config_file, width, height, decoder)
     context = rclpy.Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)  # not sys.argv: fmdepth's own options
     node = probe = executor = thread = None
     result = {'frames': int(frames), 'width': int(width), 'height': int(height),
               'decoder': decoder, 'refine': bool(refine), 'refine_every': int(refine_every),

@@ -383,7 +383,7 @@ def test_ci_runs_the_readme_test_command():
 #: the shipped KITTI split files and their licence (installed under share/fmdepth_ros/splits)
 SPLIT_FILES = os.path.join('splits', '*', '*.txt')
 SPLIT_LICENCE = os.path.join('splits', 'LICENSE.FeatDepth')
-#: the real KITTI clip of ``fmdepth demo --real`` (its calibration and pose files)
+#: the real KITTI clip of ``fmdepth demo`` (its calibration and pose files)
 REAL_CLIP_FILES = os.path.join('data', '*', '*.txt')
 
 

@@ -49,8 +49,7 @@ def test_node_parameters_take_demo_defaults_then_the_users():
 
 
 def test_real_by_default_and_synthetic_defaults_stay_with_synthetic():
-    """Real footage by default; with --synthetic the shared options parse as unset and the
-    synthetic demo fills them in."""
+    """Real footage by default; --synthetic leaves the shared options unset for its defaults."""
     assert _args([]).real and _args(['--real']).real
     with pytest.raises(SystemExit):
         _args(['--real', '--synthetic'])

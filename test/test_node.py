@@ -215,7 +215,8 @@ def test_online_refinement_lowers_depth_error_on_an_unseen_sequence(trained_mode
     seq96 = render_sequence(REFINE_FRAMES, width=96, height=64, seed=REFINE_SEED)
     with ros_graph() as context:
         fmdepth = make_node(context, weights=trained_model.checkpoint, refine=True,
-                            refine_iterations=8, refine_lr=5e-5, refine_target='all')
+                            refine_iterations=8, refine_lr=5e-5, refine_target='all',
+                            refine_every=1)
         probe = Probe(context)
         executor = executor_for(context, fmdepth, probe.node)
         try:

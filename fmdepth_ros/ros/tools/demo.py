@@ -76,7 +76,7 @@ def configure_parser(parser):
                         help='refinement Adam steps per window (default 5; --synthetic: 8)')
     parser.add_argument('--lr', type=float, default=None,
                         help="refinement learning rate (default: the node's, 1e-4; "
-                             "--synthetic: 5e-5, as 1e-4 with fresh Adam moments on every "
+                             '--synthetic: 5e-5, as 1e-4 with fresh Adam moments on every '
                              'window makes steps that the guard often reverts when the whole '
                              'DepthNet + PoseNet learns)')
     parser.add_argument('--target', choices=('all', 'decoder'), default=None,
@@ -213,6 +213,7 @@ class _DemoGraph:
         rclpy.init(args=[], context=self.context)  # not sys.argv: fmdepth's options
         params = {'weights': weights, 'device': 'cpu', 'refine': True,
                   'refine_target': args.target, 'refine_iterations': args.iterations,
+                  'refine_every': 1,  # every window: the corridor is short
                   'refine_lr': args.lr, 'refine_guard': True, 'publish_colored': False,
                   'max_frame_gap': 1.0, 'camera_info_wait': 0.2,
                   'cpu_threads': int(args.threads or 0)}

@@ -13,7 +13,7 @@ import resource
 import time
 
 from filelock import FileLock
-
+from fmdepth_ros.atomic_io import write_json_atomic
 from fmdepth_ros.ros.tools.demo import train_small_model
 import torch
 
@@ -64,5 +64,5 @@ def shared_trained_model(tmp_path_factory):
         if record.is_file():
             return TrainedModel(**json.loads(record.read_text()))
         model = train_model(root / 'trained_model')
-        record.write_text(json.dumps(asdict(model)))
+        write_json_atomic(str(record), asdict(model))
         return model

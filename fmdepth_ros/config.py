@@ -24,9 +24,14 @@ class ModelConfig:
     pose_width: int = 640
     min_depth: float = 0.1
     max_depth: float = 100.0
-    frame_ids: Tuple[int, ...] = (0, -1, 1)  # target first, then sources
+    frame_ids: Tuple[int, ...] = (0, -1, 1)  # target first, then sources; 's': stereo (MS)
     num_scales: int = 4
     pose_translation_scale: float = 0.01     # PoseNet raw translation x this (official 0.01)
+    # MS training (frame 's', see fmdepth_ros/stereo.py): stereo_T translation in network
+    # depth units (official KITTI loader: 0.015) and the rig's true baseline in metres; depth
+    # is learnt in units of stereo_baseline_m / stereo_translation metres (official: 36).
+    stereo_translation: float = 0.015
+    stereo_baseline_m: float = 0.54
     # Local torchvision-layout ImageNet ResNet .pth files, one per encoder (None: random init).
     encoder_weights: Optional[str] = None          # DepthNet encoder (ResNet-depth_layers)
     pose_encoder_weights: Optional[str] = None     # PoseNet encoder (ResNet-pose_layers)
@@ -38,10 +43,10 @@ class LossConfig:
     """Loss weights; defaults are the official code's (per ``featdepth.md``)."""
 
     ssim_weight: float = 0.85         # photometric = a*SSIM + (1-a)*L1
-    automask: bool = True             # Monodepth2 auto-mask (mono only)
+    automask: bool = True             # Monodepth2 auto-mask (official MS config: off)
     feature_metric_weight: float = 1e-3
     smoothness_weight: float = 1e-3
-    disp_mean_normalise: bool = True  # smoothness on d / mean(d)
+    disp_mean_normalise: bool = True  # smoothness on d / mean(d) (official MS config: off)
     discriminative_weight: float = 1e-3
     convergent_weight: float = 1e-3
     use_feature_metric: bool = True
@@ -104,11 +109,11 @@ class Config:
     @classmethod
     def from_dict(cls, data):
         """Build from a (possibly partial) nested dict; unknown keys raise ValueError."""
-        return _update(cls(), data or {}, 'config')
+        return _validated(_update(cls(), data or {}, 'config'))
 
     def merged(self, data):
         """Return a copy with the (partial) nested dict ``data`` applied."""
-        return _update(Config.from_dict(self.to_dict()), data or {}, 'config')
+        return _validated(_update(Config.from_dict(self.to_dict()), data or {}, 'config'))
 
 
 def _to_plain(obj):
@@ -134,6 +139,23 @@ def _update(obj, data, where):
         else:
             setattr(obj, key, value)
     return obj
+
+
+def _validated(cfg):
+    """Check the values that would fail deep inside training; ``ConfigError`` (one line)."""
+    from fmdepth_ros.errors import ConfigError
+    from fmdepth_ros.stereo import check_frame_ids
+
+    m = cfg.model
+    try:
+        m.frame_ids = check_frame_ids(m.frame_ids)
+    except ValueError as exc:
+        raise ConfigError(f'config.model.{exc}') from None
+    for key in ('stereo_translation', 'stereo_baseline_m'):
+        value = getattr(m, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f'config.model.{key} must be a number > 0, got {value!r}')
+    return cfg
 
 
 def load_config(path=None, overrides=None):

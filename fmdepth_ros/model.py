@@ -12,7 +12,13 @@ Batch format (``docs/architecture.md``)::
     {'images':     [B, F, 3, H, W] RGB in [0, 1], order = cfg.model.frame_ids, not augmented,
      'images_aug': [B, F, 3, H, W] network inputs (optional, defaults to 'images'),
      'K':          [B, 3, 3] (or [3, 3]) pixel intrinsics at H, W,
+     'stereo_T':   [B, 4, 4] (or [4, 4]) T_src_tgt of frame 's', needed when frame_ids holds
+                   's' (MS training, ``fmdepth_ros/stereo.py``), depth units,
      'depth_gt':   [B, 1, H, W] optional, 0 = invalid (unused by the losses)}
+
+Frame ``'s'`` (the other stereo camera) is warped with the fixed ``stereo_T`` instead of a
+PoseNet output and joins the per-pixel minimum of the photometric and feature-metric losses
+like any temporal source (official ``mono_fm``).
 """
 
 from contextlib import nullcontext
@@ -27,6 +33,7 @@ from .config import Config
 from .encoder_weights import encoder_state_dicts, ENCODER_WEIGHT_SETTINGS
 from .errors import WeightsError
 from .networks import DepthNet, disp_to_depth, FeatureNet, PoseNet
+from .stereo import check_frame_ids, STEREO_ID
 
 __all__ = ['FeatDepthModel']
 
@@ -69,9 +76,10 @@ class FeatDepthModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         m = cfg.model
-        if not m.frame_ids or m.frame_ids[0] != 0 or len(set(m.frame_ids)) != len(m.frame_ids):
-            raise ValueError(f'cfg.model.frame_ids must start with 0 and be unique, '
-                             f'got {tuple(m.frame_ids)}')
+        try:
+            check_frame_ids(m.frame_ids)
+        except ValueError as exc:
+            raise ValueError(f'cfg.model.{exc}') from None
         weights = encoder_state_dicts(m)
         builders = {
             'depth_net': lambda sd: DepthNet(m.depth_layers, m.depth_decoder, m.min_depth,
@@ -139,9 +147,10 @@ class FeatDepthModel(nn.Module):
 
     # ------------------------------------------------------------------ poses
     def predict_poses(self, images: Tensor) -> Dict[int, Tensor]:
-        """Relative poses of the source frames w.r.t. the target frame 0.
+        """Relative poses of the temporal source frames w.r.t. the target frame 0.
 
-        PoseNet sees time-ordered pairs: ``[I_fid, I_0]`` for ``fid < 0`` (its output,
+        The stereo frame ``'s'`` has no PoseNet pose (its ``stereo_T`` comes with the batch,
+        :meth:`source_poses`). PoseNet sees time-ordered pairs: ``[I_fid, I_0]`` for ``fid < 0`` (its output,
         ``T_0_fid``, is inverted) and ``[I_0, I_fid]`` for ``fid > 0`` (output ``T_fid_0``).
 
         Args:
@@ -156,11 +165,26 @@ class FeatDepthModel(nn.Module):
         target = images[:, 0]
         poses = {}
         for i, fid in self._source_ids():
+            if fid == STEREO_ID:
+                continue
             if fid < 0:
                 axisangle, translation = self._run(self.pose_net, images[:, i], target)
             else:
                 axisangle, translation = self._run(self.pose_net, target, images[:, i])
             poses[fid] = geometry.pose_from_axisangle(axisangle, translation, invert=fid < 0)
+        return poses
+
+    def source_poses(self, batch, images_aug: Tensor) -> Dict:
+        """``T_src_tgt [B, 4, 4]`` of every source: PoseNet's, and ``batch['stereo_T']`` for 's'."""
+        poses = self.predict_poses(images_aug)
+        if STEREO_ID in self.cfg.model.frame_ids:
+            T = batch.get('stereo_T')
+            if T is None:
+                raise ValueError("frame_ids holds 's' but the batch has no 'stereo_T' "
+                                 '(a stereo-pair dataset provides it)')
+            b = images_aug.shape[0]
+            T = T.to(images_aug.dtype)
+            poses[STEREO_ID] = T.expand(b, 4, 4) if T.dim() == 2 else T
         return poses
 
     # ------------------------------------------------------------------ stage 2
@@ -192,7 +216,7 @@ class FeatDepthModel(nn.Module):
         sources = {fid: images[:, i] for i, fid in self._source_ids()}
 
         disps = self._run(self.depth_net, images_aug[:, 0])
-        poses = self.predict_poses(images_aug)
+        poses = self.source_poses(batch, images_aug)
         scales = sorted(disps)[:cfg_m.num_scales]
         outputs = {('disp', s): disps[s] for s in scales}
         outputs.update({('T', fid): T for fid, T in poses.items()})
@@ -230,7 +254,7 @@ class FeatDepthModel(nn.Module):
         total, logs = losses.total_depth_loss(photometric, smoothness, fm, cfg_l)
         return total, logs, outputs
 
-    def _feature_metric(self, images: Tensor, disp0: Tensor, poses: Dict[int, Tensor],
+    def _feature_metric(self, images: Tensor, disp0: Tensor, poses: Dict,
                         K: Tensor) -> Tensor:
         """Feature-metric loss with FeatureNet level-0 features at half resolution."""
         cfg_m = self.cfg.model

@@ -47,6 +47,7 @@ def make_samples(path, cfg, split='train', split_file=None, gt_path=None, intrin
     from fmdepth_ros.data.folder import folder_sources
     from fmdepth_ros.data.kitti import kitti_samples, resolve_kitti_path
     from fmdepth_ros.data.triplets import sequence_samples
+    from fmdepth_ros.stereo import temporal_ids
 
     kind = detect_kind(path)
     if kind == 'bag':
@@ -55,7 +56,7 @@ def make_samples(path, cfg, split='train', split_file=None, gt_path=None, intrin
         root, drives = resolve_kitti_path(path)
         samples = kitti_samples(root, split_file, gt_path, drives=drives)
         if split == 'train' and split_file is None:
-            ids = tuple(cfg.model.frame_ids)
+            ids = temporal_ids(cfg.model.frame_ids)
             lo, hi = -min(min(ids), 0), max(max(ids), 0)
             samples = [(s, i) for s, i in samples if lo <= i < len(s) - hi]
         return samples

@@ -10,6 +10,12 @@ Layout (everything but the images is optional)::
                           or a mapping with fx, fy, cx, cy
     DIR/depth/<stem>.npy  ground-truth depth in metres (float), or <stem>.png (uint16 / 256)
     DIR/poses.txt         KITTI odometry poses (3x4 T_world_cam per frame)
+    DIR/<right images>    the right camera of a rectified stereo pair (frame 's' of MS
+                          training), beside the left one: images_right/ for images/, image_3/
+                          for image_2/, image_03/data/ for image_02/data/, image_r/ for image_l/,
+                          image_1/ for image_0/, image_01/data/ for image_00/data/; frames pair
+                          by sorted file name order, same K (``fmdepth synth --stereo`` writes
+                          images_right/)
 
 A directory whose frames are in several sub-directories (e.g. several synthetic sequences)
 gives one source per sub-directory.
@@ -26,6 +32,11 @@ LOGGER = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
 IMAGE_DIRS = ('images', 'image_2', os.path.join('image_02', 'data'), 'image_l', 'image_0',
               os.path.join('image_00', 'data'), 'rgb', '.')
+#: left image folder -> the right camera's folder of a stereo pair
+STEREO_DIRS = {'images': 'images_right', 'image_2': 'image_3',
+               os.path.join('image_02', 'data'): os.path.join('image_03', 'data'),
+               'image_l': 'image_r', 'image_0': 'image_1',
+               os.path.join('image_00', 'data'): os.path.join('image_01', 'data')}
 
 
 def list_images(directory):
@@ -171,6 +182,44 @@ class FolderSource(FrameSource):
         """Ground-truth depth of frame ``i`` (None when absent)."""
         p = self.depth_paths[i]
         return None if p is None else load_depth_file(p)
+
+    def stereo_source(self):
+        """The right camera's frames (module docstring), or None when the folder has none."""
+        if not hasattr(self, '_stereo'):
+            self._stereo = None
+            sub = os.path.relpath(self.image_dir, self.path)
+            right = STEREO_DIRS.get(sub)
+            if right is not None:
+                right_dir = os.path.join(self.path, right)
+                if os.path.isdir(right_dir) and list_images(right_dir):
+                    self._stereo = RightCameraSource(right_dir, self)
+        return self._stereo
+
+
+class RightCameraSource(FrameSource):
+    """The right camera of a folder's stereo pair: frame ``i`` is its ``i``-th image file."""
+
+    stereo_side = 'r'
+
+    def __init__(self, image_dir, left):
+        """Index ``image_dir``; intrinsics are the left camera's (rectified pair)."""
+        self.image_dir = str(image_dir)
+        self.name = self.image_dir
+        self.files = list_images(self.image_dir)
+        self.K = left.K
+        self.left = left
+
+    def __len__(self):
+        """Return the number of frames."""
+        return len(self.files)
+
+    def image_path(self, i):
+        """Return the file of frame ``i``."""
+        return os.path.join(self.image_dir, self.files[i])
+
+    def stereo_source(self):
+        """Return the left camera."""
+        return self.left
 
 
 def folder_sources(path, intrinsics=None):

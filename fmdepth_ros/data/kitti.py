@@ -27,6 +27,7 @@ import numpy as np
 
 DATE_RE = re.compile(r'^\d{4}_\d{2}_\d{2}$')
 SIDE_TO_CAM = {'l': 2, 'r': 3, '2': 2, '3': 3}
+STEREO_PARTNER = {2: 3, 3: 2}   # the colour stereo pair: left image_02, right image_03
 
 
 def parse_split_line(line):
@@ -94,7 +95,11 @@ def list_drives(root):
 
 
 class KittiDriveSource(FrameSource):
-    """One camera of one KITTI raw drive; frame ``i`` is file ``{i:010d}.png``."""
+    """One camera of one KITTI raw drive; frame ``i`` is file ``{i:010d}.png``.
+
+    Cameras 2 (left, ``stereo_side`` 'l') and 3 (right, 'r') are a rectified stereo pair:
+    :meth:`stereo_source` is the other one (frame 's' of MS training).
+    """
 
     def __init__(self, root, folder, cam=2, velodyne_depth=True):
         """Index the drive's image files and read its calibration."""
@@ -114,6 +119,8 @@ class KittiDriveSource(FrameSource):
         self.num_frames = max(int(os.path.splitext(f)[0]) for f in files) + 1
         self.K = kitti_intrinsics(self.calib_dir, self.cam)
         self.gt = {}   # frame number -> depth map from gt_depths.npz
+        self.stereo_side = 'l' if self.cam == 2 else 'r'
+        self._stereo = None
 
     def __len__(self):
         """Return the number of frames (largest frame number + 1)."""
@@ -122,6 +129,17 @@ class KittiDriveSource(FrameSource):
     def image_path(self, i):
         """Return the file of frame ``i``."""
         return os.path.join(self.image_dir, f'{i:010d}{self.ext}')
+
+    def stereo_source(self):
+        """The other colour camera of the drive (image_03 for image_02 and back), or None."""
+        if self.cam not in STEREO_PARTNER:
+            return None
+        if self._stereo is None:
+            other = STEREO_PARTNER[self.cam]
+            if not os.path.isdir(os.path.join(self.root, self.folder, f'image_0{other}', 'data')):
+                return None
+            self._stereo = KittiDriveSource(self.root, self.folder, other, self.velodyne_depth)
+        return self._stereo
 
     def velodyne_path(self, i):
         """Return the velodyne scan of frame ``i``."""

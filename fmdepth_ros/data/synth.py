@@ -20,10 +20,15 @@ On disk (``write_sequence`` / ``read_sequence`` / ``fmdepth synth``)::
     OUT_DIR/poses.txt             KITTI odometry format: 3x4 T_world_cam row-major, one per line
     OUT_DIR/intrinsics.txt        3x3 K in pixels
     OUT_DIR/timestamps.txt        one integer nanosecond stamp per line
+    OUT_DIR/images_right/000000.png   with ``stereo_baseline``: the right camera of a
+                                  rectified stereo pair (same K, centre at x = +baseline in
+                                  the left camera's frame), frame 's' of MS training
+    OUT_DIR/stereo.txt            with ``stereo_baseline``: "baseline_m <metres>"
 """
 
 from dataclasses import dataclass
 import os
+from typing import Optional
 
 from fmdepth_ros.atomic_io import open_atomic, write_text_atomic
 from fmdepth_ros.metrics import load_poses_kitti, save_poses_kitti
@@ -44,6 +49,8 @@ class SyntheticSequence:
         poses: [N, 4, 4] float64 T_world_cam (camera optical frame, x right, y down, z forward).
         K: [3, 3] float64 intrinsics in pixels of ``images``.
         stamps_ns: [N] int64 timestamps in nanoseconds.
+        right_images: [N, H, W, 3] uint8 RGB of the right stereo camera, or None.
+        baseline: stereo baseline in metres (0 without a right camera).
     """
 
     images: np.ndarray
@@ -51,6 +58,8 @@ class SyntheticSequence:
     poses: np.ndarray
     K: np.ndarray
     stamps_ns: np.ndarray
+    right_images: Optional[np.ndarray] = None
+    baseline: float = 0.0
 
     def __len__(self):
         """Return the number of frames."""
@@ -259,7 +268,7 @@ def _trajectory(rng, num_frames, speed_range, lateral_limit, yaw_deg):
 
 
 def render_sequence(num_frames, width=192, height=64, seed=0, speed_range=(0.2, 0.5),
-                    yaw_deg=4.0, supersample=2, max_depth=40.0):
+                    yaw_deg=4.0, supersample=2, max_depth=40.0, stereo_baseline=None):
     """Render ``num_frames`` frames of a camera moving down a textured corridor.
 
     Args:
@@ -271,13 +280,19 @@ def render_sequence(num_frames, width=192, height=64, seed=0, speed_range=(0.2, 
         supersample: rays per pixel side (anti-aliasing; depth is taken at the pixel centre).
         max_depth: distance of the end wall from the start in metres (it is moved further
             when the camera travels more than ``max_depth - 12`` metres).
+        stereo_baseline: also render a right camera this many metres to the right (x) of
+            each camera, same orientation and K (a rectified pair, e.g. KITTI's 0.54); None:
+            left camera only. The left images do not depend on it.
 
     Returns:
         SyntheticSequence with images [N, H, W, 3] uint8, depths [N, H, W] float32 metres,
-        poses [N, 4, 4] T_world_cam, K [3, 3] and stamps_ns [N].
+        poses [N, 4, 4] T_world_cam, K [3, 3], stamps_ns [N] and, with ``stereo_baseline``,
+        right_images [N, H, W, 3] and baseline.
     """
     if num_frames < 1 or width < 8 or height < 8:
         raise ValueError('render_sequence: need num_frames >= 1 and an image of at least 8x8')
+    if stereo_baseline is not None and not stereo_baseline > 0:
+        raise ValueError(f'render_sequence: stereo_baseline must be > 0 m, got {stereo_baseline}')
     rng = np.random.default_rng(seed)
     poses = _trajectory(rng, num_frames, speed_range, 0.5, yaw_deg)
     scene = _Corridor(rng, length=max(float(poses[-1, 2, 3]) + 12.0, max_depth))
@@ -297,16 +312,26 @@ def render_sequence(num_frames, width=192, height=64, seed=0, speed_range=(0.2, 
     rays_c = (inv_K @ pix_c).T
     images = np.empty((num_frames, height, width, 3), np.uint8)
     depths = np.empty((num_frames, height, width), np.float32)
+    right = None if stereo_baseline is None else np.empty_like(images)
     for i in range(num_frames):
         R, t = poses[i, :3, :3], poses[i, :3, 3]
         # Colour from supersampled rays; t along a z=1 camera ray equals z-depth.
-        _, rgb = _cast(scene, t, rays_ss @ R.T)
-        rgb = rgb.reshape(height, width, ss * ss, 3).mean(axis=2)
-        images[i] = np.round(rgb * 255.0).astype(np.uint8)
+        images[i] = _render_rgb(scene, t, rays_ss @ R.T, (height, width, ss * ss))
         z, _ = _cast(scene, t, rays_c @ R.T, shade=False)
         depths[i] = z.reshape(height, width).astype(np.float32)
+        if right is not None:   # T_world_right = T_world_left @ [I | (B, 0, 0)]
+            centre = t + R @ np.array([float(stereo_baseline), 0.0, 0.0])
+            right[i] = _render_rgb(scene, centre, rays_ss @ R.T, (height, width, ss * ss))
     stamps = np.arange(num_frames, dtype=np.int64) * FRAME_PERIOD_NS + 1_000_000_000
-    return SyntheticSequence(images, depths, poses, K, stamps)
+    return SyntheticSequence(images, depths, poses, K, stamps, right,
+                             float(stereo_baseline or 0.0))
+
+
+def _render_rgb(scene, origin, dirs, shape):
+    """[H, W, 3] uint8 image of rays ``dirs`` [H*W*S, 3] from ``origin``; ``shape`` (H, W, S)."""
+    _, rgb = _cast(scene, origin, dirs)
+    rgb = rgb.reshape(*shape, 3).mean(axis=2)
+    return np.round(rgb * 255.0).astype(np.uint8)
 
 
 def write_sequence(seq, out_dir):
@@ -322,6 +347,13 @@ def write_sequence(seq, out_dir):
             Image.fromarray(seq.images[i]).save(f, format='PNG')
         with open_atomic(os.path.join(out_dir, 'depth', name + '.npy')) as f:
             np.save(f, seq.depths[i].astype(np.float32))
+    if seq.right_images is not None:
+        os.makedirs(os.path.join(out_dir, 'images_right'), exist_ok=True)
+        for i in range(len(seq)):
+            with open_atomic(os.path.join(out_dir, 'images_right', f'{i:06d}.png')) as f:
+                Image.fromarray(seq.right_images[i]).save(f, format='PNG')
+        write_text_atomic(os.path.join(out_dir, 'stereo.txt'),
+                          f'baseline_m {seq.baseline:.9g}\n')
     save_poses_kitti(os.path.join(out_dir, 'poses.txt'), seq.poses)
     write_text_atomic(os.path.join(out_dir, 'intrinsics.txt'),
                       '\n'.join(' '.join(f'{v:.9g}' for v in row) for row in seq.K) + '\n')
@@ -358,7 +390,26 @@ def read_sequence(path):
     if not (len(poses) == len(names) == len(stamps)):
         raise ValueError(f'{path}: {len(names)} images but {len(poses)} poses and '
                          f'{len(stamps)} timestamps')
-    return SyntheticSequence(images, depths.astype(np.float32), poses, K, stamps)
+    right, baseline = read_stereo(path, names)
+    return SyntheticSequence(images, depths.astype(np.float32), poses, K, stamps, right,
+                             baseline)
+
+
+def read_stereo(path, names):
+    """(right images [N, H, W, 3] uint8 or None, baseline m) of a ``write_sequence`` folder."""
+    from PIL import Image
+
+    right_dir = os.path.join(path, 'images_right')
+    stereo_path = os.path.join(path, 'stereo.txt')
+    if not (os.path.isdir(right_dir) and os.path.isfile(stereo_path)):
+        return None, 0.0
+    with open(stereo_path, 'r', encoding='utf-8') as f:
+        fields = f.read().split()
+    if len(fields) != 2 or fields[0] != 'baseline_m':
+        raise ValueError(f'{stereo_path}: expected "baseline_m <metres>"')
+    right = np.stack([np.asarray(Image.open(os.path.join(right_dir, n)).convert('RGB'))
+                      for n in names])
+    return right, float(fields[1])
 
 
 __all__ = ['SyntheticSequence', 'render_sequence', 'write_sequence', 'read_sequence',

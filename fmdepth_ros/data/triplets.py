@@ -7,6 +7,9 @@ native intrinsics, and optionally ground-truth depth and poses. :class:`TripletD
     'images'     [F, 3, H, W] float32 RGB in [0, 1], order = cfg.model.frame_ids (not jittered)
     'images_aug' [F, 3, H, W] network inputs (colour-jittered when augmenting)
     'K'          [3, 3] float32 intrinsics in pixels at the network resolution H x W
+    'stereo_T'   [4, 4] float32 T_src_tgt of frame 's' (only when frame_ids holds 's'):
+                 :func:`fmdepth_ros.stereo.stereo_T` of the source's side, sign flipped with
+                 the image when the flip augmentation mirrors the sample
     'depth_gt'   [1, H, W] float32 metres, 0 = invalid (only when the source has depth)
     'index'      int, the sample's position in the dataset
 
@@ -19,7 +22,9 @@ from typing import List, Optional, Sequence, Tuple
 
 from fmdepth_ros.data.augment import (apply_color_jitter, flip_horizontal, flip_intrinsics,
                                       sample_color_jitter)
+from fmdepth_ros.errors import DataError
 from fmdepth_ros.geometry import scale_intrinsics
+from fmdepth_ros.stereo import has_stereo, STEREO_ID, stereo_T, temporal_ids
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -63,10 +68,13 @@ class FrameSource:
         name: label used in messages.
         K: [3, 3] intrinsics in pixels of the native images (or a callable of the index).
         poses: [N, 4, 4] T_world_cam ground truth or None.
+        stereo_side: 'l' or 'r': which camera of a rectified stereo pair this is (frame 's'
+            is the other one, :meth:`stereo_source`).
     """
 
     name = 'source'
     poses = None
+    stereo_side = 'l'
 
     def __len__(self):
         """Return the number of frames."""
@@ -92,14 +100,20 @@ class FrameSource:
         """Return the ground-truth depth [h, w] float32 metres (0 = invalid) of frame ``i``."""
         return None
 
+    def stereo_source(self) -> Optional['FrameSource']:
+        """Return the other camera of the stereo pair (same frame indices), or None."""
+        return None
+
 
 def sequence_samples(source, frame_ids, require_neighbours=True, step=1):
     """Return ``(source, i)`` samples: every ``step``-th frame whose neighbours exist.
 
-    With ``require_neighbours=False`` every frame is a sample (neighbours are clamped).
+    With ``require_neighbours=False`` every frame is a sample (neighbours are clamped). The
+    stereo frame ``'s'`` (same index, other camera) needs no neighbour.
     """
-    lo = -min(min(frame_ids), 0)
-    hi = max(max(frame_ids), 0)
+    ids = temporal_ids(frame_ids)
+    lo = -min(min(ids), 0)
+    hi = max(max(ids), 0)
     n = len(source)
     if require_neighbours:
         return [(source, i) for i in range(lo, n - hi, step)]
@@ -134,6 +148,10 @@ class TripletDataset(Dataset):
         if with_depth is None:
             with_depth = all(src.has_depth(i) for src, i in self.samples)
         self.with_depth = bool(with_depth)
+        self.stereo = has_stereo(self.frame_ids)
+        self.stereo_translation = float(getattr(cfg.model, 'stereo_translation', 0.015))
+        if self.stereo:
+            self._check_stereo()
         # Decoding and resizing a KITTI frame costs ~10 ms, about a fifth of a small CPU
         # training step; every frame is read three times an epoch (as target and neighbour).
         self.cache_bytes = int(getattr(cfg.train, 'frame_cache_mb', 0)) * 2 ** 20
@@ -144,10 +162,36 @@ class TripletDataset(Dataset):
         """Return the number of samples."""
         return len(self.samples)
 
+    def _check_stereo(self):
+        """Raise ``DataError`` naming the first source without the other stereo camera."""
+        seen = set()
+        for source, _ in self.samples:
+            if id(source) in seen:
+                continue
+            seen.add(id(source))
+            other = source.stereo_source()
+            if other is None:
+                raise DataError(f"{source.name}: frame id 's' (MS training) needs the other "
+                                'camera of a stereo pair (KITTI image_02 + image_03; a folder '
+                                'with images/ + images_right/, see fmdepth synth --stereo)')
+            if len(other) < len(source):
+                raise DataError(f'{other.name}: {len(other)} frames for the {len(source)} '
+                                f'of {source.name} (a stereo pair needs both cameras)')
+
     def frame_index(self, idx, frame_id):
-        """Index in the source of ``frame_id`` for sample ``idx`` (clamped to the sequence)."""
+        """Index in the source of ``frame_id`` for sample ``idx`` (clamped to the sequence).
+
+        The stereo frame ``'s'`` has the target's index (in :meth:`frame_source`).
+        """
         source, i = self.samples[idx]
+        if frame_id == STEREO_ID:
+            return int(i)
         return int(np.clip(i + frame_id, 0, len(source) - 1))
+
+    def frame_source(self, idx, frame_id):
+        """The FrameSource holding ``frame_id`` of sample ``idx`` (the other camera for 's')."""
+        source, _ = self.samples[idx]
+        return source.stereo_source() if frame_id == STEREO_ID else source
 
     def native_image(self, idx) -> np.ndarray:
         """Target frame of sample ``idx`` at native resolution, [h, w, 3] uint8."""
@@ -182,7 +226,8 @@ class TripletDataset(Dataset):
         frames = []
         native_size = None
         for fid in self.frame_ids:
-            image, size = self._resized_frame(source, self.frame_index(idx, fid))
+            image, size = self._resized_frame(self.frame_source(idx, fid),
+                                              self.frame_index(idx, fid))
             if native_size is None:
                 native_size = size
             frames.append(image)
@@ -196,7 +241,8 @@ class TripletDataset(Dataset):
             d = np.zeros((h0, w0), np.float32) if d is None else d
             d = resize_depth_nearest(d, self.height, self.width)
             depth = torch.from_numpy(np.nan_to_num(d, nan=0.0, posinf=0.0)).float()[None]
-        if self.flip_prob > 0 and float(torch.rand(())) < self.flip_prob:
+        flipped = self.flip_prob > 0 and float(torch.rand(())) < self.flip_prob
+        if flipped:
             images = flip_horizontal(images)
             K = flip_intrinsics(K, self.width)
             if depth is not None:
@@ -206,6 +252,8 @@ class TripletDataset(Dataset):
             images_aug = apply_color_jitter(images, sample_color_jitter())
         item = {'images': images.contiguous(), 'images_aug': images_aug.contiguous(), 'K': K,
                 'index': idx}
+        if self.stereo:
+            item['stereo_T'] = stereo_T(self.stereo_translation, source.stereo_side, flipped)
         if depth is not None:
             item['depth_gt'] = depth.contiguous()
         return item

@@ -275,9 +275,14 @@ def evaluate_data(model, cfg, data, split_file=None, gt_path=None, refine_steps=
     row costs one more forward pass per image and per frame pair; the constant row nothing.
     """
     from fmdepth_ros.data import make_dataset
+    from fmdepth_ros.stereo import has_stereo, temporal_ids
 
-    dataset = make_dataset(data, cfg, split='test', split_file=split_file, gt_path=gt_path,
-                           intrinsics=intrinsics)
+    data_cfg = cfg
+    if refine_steps == 0 and has_stereo(cfg.model.frame_ids):
+        # Depth and PoseNet need no stereo frame: an MS checkpoint evaluates on mono data too.
+        data_cfg = cfg.merged({'model': {'frame_ids': list(temporal_ids(cfg.model.frame_ids))}})
+    dataset = make_dataset(data, data_cfg, split='test', split_file=split_file,
+                           gt_path=gt_path, intrinsics=intrinsics)
     results = {}
     untrained = untrained_model(cfg, device) if baselines else None
     has_gt = any(src.has_depth(i) for src, i in dataset.samples)

@@ -15,6 +15,7 @@ from fmdepth_ros.data import is_bag
 from fmdepth_ros.errors import CliError
 
 HELP = 'KITTI Eigen depth metrics and odometry ATE'
+SCALINGS = ('median', 'stereo', 'none', 'fixed')
 
 
 def configure_parser(parser):
@@ -48,11 +49,14 @@ def add_common_arguments(parser):
                         help='Adam learning rate of the refinement (default 1e-4, official)')
     parser.add_argument('--json', default=None, help='write the results to this JSON file')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    parser.add_argument('--scaling', choices=('median', 'fixed'), default='median',
-                        help='median: per-image median scaling (monocular, default); fixed: '
-                             'multiply by --scale (stereo-trained models)')
+    parser.add_argument('--scaling', choices=SCALINGS, default='median',
+                        help='median: per-image median scaling (monocular, default); stereo: '
+                             'the fixed metric factor of a stereo (MS) checkpoint, '
+                             'model.stereo_baseline_m / model.stereo_translation of its '
+                             'config (official MS: 0.54 / 0.015 = 36); none: depth as '
+                             'predicted; fixed: multiply by --scale')
     parser.add_argument('--scale', type=float, default=1.0,
-                        help='fixed depth scale for --scaling fixed (FeatDepth MS: 36)')
+                        help='fixed depth scale for --scaling fixed')
     parser.add_argument('--max-samples', type=int, default=None,
                         help='evaluate only the first N depth samples')
     parser.add_argument('--intrinsics', type=float, nargs=4, default=None,
@@ -90,6 +94,25 @@ def _load_model(path, device):
         raise CliError(str(exc)) from None
 
 
+def depth_scale(scaling, scale, cfg):
+    """``(median_scaling, fixed scale, label)`` of ``--scaling`` for a checkpoint's ``cfg``."""
+    from fmdepth_ros.stereo import has_stereo, stereo_depth_factor
+
+    if scaling == 'median':
+        return True, 1.0, 'median'
+    if scaling == 'none':
+        return False, 1.0, 'none'
+    if scaling == 'fixed':
+        if not scale > 0:
+            raise CliError(f'--scale must be > 0, got {scale}')
+        return False, float(scale), f'fixed x{scale}'
+    if not has_stereo(cfg.model.frame_ids):
+        raise CliError(f"--scaling stereo: the checkpoint was not trained with stereo pairs "
+                       f"(frame_ids {tuple(cfg.model.frame_ids)} has no 's'); use median")
+    factor = stereo_depth_factor(cfg.model.stereo_translation, cfg.model.stereo_baseline_m)
+    return False, factor, f'stereo x{factor:g}'
+
+
 def run(args):
     """Evaluate a checkpoint on ``--data``; print the table, optionally write JSON; exit code."""
     if args.refine_steps < 0:
@@ -116,12 +139,13 @@ def run(args):
     device = _resolve_device(args.device)
     model, cfg, info = _load_model(args.checkpoint, device)
     cfg = cfg.merged({'refine': {'target': args.refine_target, 'lr': args.refine_lr}})
+    median_scaling, scale, scaling = depth_scale(args.scaling, args.scale, cfg)
     start = time.perf_counter()
     try:
         results = evaluation.evaluate_data(
             model, cfg, args.data, split_file=args.split, gt_path=args.gt_depths,
             refine_steps=args.refine_steps, device=device,
-            median_scaling=args.scaling == 'median', scale=args.scale,
+            median_scaling=median_scaling, scale=scale,
             max_samples=args.max_samples, intrinsics=args.intrinsics,
             odometry=not args.no_odometry, progress=sys.stderr.isatty(),
             baselines=args.baselines)
@@ -131,7 +155,7 @@ def run(args):
                    data=os.path.abspath(args.data), split=args.split,
                    refine_steps=args.refine_steps, device=str(device),
                    refine_target=args.refine_target, refine_lr=args.refine_lr,
-                   scaling=args.scaling if args.scaling == 'median' else f'fixed x{args.scale}',
+                   scaling=scaling,
                    seconds=round(time.perf_counter() - start, 3))
     print(evaluation.format_table(results))
     if args.json:

@@ -150,8 +150,9 @@ class FeatDepthModel(nn.Module):
         """Relative poses of the temporal source frames w.r.t. the target frame 0.
 
         The stereo frame ``'s'`` has no PoseNet pose (its ``stereo_T`` comes with the batch,
-        :meth:`source_poses`). PoseNet sees time-ordered pairs: ``[I_fid, I_0]`` for ``fid < 0`` (its output,
-        ``T_0_fid``, is inverted) and ``[I_0, I_fid]`` for ``fid > 0`` (output ``T_fid_0``).
+        :meth:`source_poses`). PoseNet sees time-ordered pairs: ``[I_fid, I_0]`` for
+        ``fid < 0`` (its output, ``T_0_fid``, is inverted) and ``[I_0, I_fid]`` for
+        ``fid > 0`` (output ``T_fid_0``).
 
         Args:
             images: ``[B, F, 3, H, W]`` in [0, 1], order ``cfg.model.frame_ids`` (augmented
@@ -175,7 +176,7 @@ class FeatDepthModel(nn.Module):
         return poses
 
     def source_poses(self, batch, images_aug: Tensor) -> Dict:
-        """``T_src_tgt [B, 4, 4]`` of every source: PoseNet's, and ``batch['stereo_T']`` for 's'."""
+        """Return ``{fid: T_src_tgt [B, 4, 4]}``: PoseNet's, and ``batch['stereo_T']`` for 's'."""
         poses = self.predict_poses(images_aug)
         if STEREO_ID in self.cfg.model.frame_ids:
             T = batch.get('stereo_T')

@@ -42,7 +42,7 @@ def check_frame_ids(frame_ids: Sequence) -> Tuple:
     ids = tuple(frame_ids)
     bad = [f for f in ids if f != STEREO_ID and (isinstance(f, bool) or not isinstance(f, int))]
     if bad or not ids or ids[0] != 0 or len(set(ids)) != len(ids):
-        raise ValueError(f"frame_ids must start with 0 and list distinct integer offsets or "
+        raise ValueError('frame_ids must start with 0 and list distinct integer offsets or '
                          f"'{STEREO_ID}' (the other stereo camera), got {ids}")
     return ids
 
@@ -53,12 +53,12 @@ def has_stereo(frame_ids: Sequence) -> bool:
 
 
 def temporal_ids(frame_ids: Sequence) -> Tuple[int, ...]:
-    """The integer (time offset) ids of ``frame_ids``, in order, without ``'s'``."""
+    """Return the integer (time offset) ids of ``frame_ids``, in order, without ``'s'``."""
     return tuple(f for f in frame_ids if f != STEREO_ID)
 
 
 def stereo_T(baseline: float, target_side: str, flipped: bool = False):
-    """Fixed ``T_src_tgt`` from the target camera to the other camera of the pair.
+    """Return the fixed ``T_src_tgt`` from the target to the other camera of the pair.
 
     Args:
         baseline: ``b`` > 0, the translation in network depth units

@@ -206,5 +206,65 @@ def test_evaluate_scaling_choices():
     assert depth_scale('median', 5.0, official) == (True, 1.0, 'median')
     assert depth_scale('none', 5.0, official) == (False, 1.0, 'none')
     assert depth_scale('fixed', 5.4, official)[:2] == (False, 5.4)
-    with pytest.raises(CliError, match="not trained with stereo"):
+    with pytest.raises(CliError, match='not trained with stereo'):
         depth_scale('stereo', 1.0, small_cpu_config())
+
+
+def _median_ratio(model, cfg, seq, factor):
+    """Median over frames of ``median(gt) / median(factor * pred)`` (no median scaling)."""
+    from fmdepth_ros import metrics
+
+    model.eval()
+    with torch.no_grad():
+        disp = model.depth_net(torch.from_numpy(seq.images).permute(0, 3, 1, 2).float()
+                               / 255.0)[0][:, 0].numpy()
+    ratios = [np.median(gt) / np.median(factor * metrics.disparity_to_eval_depth(
+        d, gt.shape, cfg.model.min_depth, cfg.model.max_depth)) for d, gt in zip(disp, seq.depths)]
+    return float(np.median(ratios))
+
+
+@pytest.mark.slow
+def test_ms_model_predicts_metric_depth_and_the_m_model_does_not(tmp_path, trained_model):
+    """MS on a stereo corridor: GT / (36 x prediction) within 10 % of 1; M: arbitrary scale.
+
+    The MS run is the M demo run (test/trained_model.py: config/synthetic_cpu.yaml, corridor
+    seed 0, 40 frames, 10 FeatureNet + 150 depth steps) with the official MS switches: frame
+    's' rendered 0.54 m to the right, stereo_T of 0.015 (depth unit 36 m), no auto-mask and
+    no disparity mean normalisation; min/max depth are divided by 36 so the metric range is
+    the M run's 0.1-100 m. Both are scored on the held-out corridor seed 7 without median
+    scaling: the MS prediction times the --scaling stereo factor, the M prediction as is.
+    """
+    import yaml
+
+    from fmdepth_ros.checkpoint import load_checkpoint
+
+    data = tmp_path / 'stereo_seq'
+    assert cli.main(['synth', str(data), '--frames', '40', '--width', '96', '--height', '64',
+                     '--seed', '0', '--stereo']) == 0
+    with open(os.path.join(ROOT, 'config', 'synthetic_cpu.yaml')) as f:
+        settings = yaml.safe_load(f)
+    factor = stereo_depth_factor(0.015, BASELINE)
+    settings['model'].update(frame_ids=[0, -1, 1, 's'], stereo_translation=0.015,
+                             stereo_baseline_m=BASELINE, min_depth=0.1 / factor,
+                             max_depth=100.0 / factor)
+    settings['loss'] = {'automask': False, 'disp_mean_normalise': False}
+    config = tmp_path / 'ms.yaml'
+    config.write_text(yaml.safe_dump(settings))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(['train', '--data', str(data), '--config', str(config), '--out',
+                         str(tmp_path / 'run'), '--device', 'cpu', '--feature-steps', '10',
+                         '--max-steps', '160', '--checkpoint-every', '0']) == 0
+    finally:
+        torch.set_num_threads(threads)
+    held_out = render_sequence(16, width=96, height=64, seed=7)
+    ms, ms_cfg, _ = load_checkpoint(str(tmp_path / 'run' / 'checkpoint.pt'))
+    assert depth_scale('stereo', 1.0, ms_cfg)[1] == pytest.approx(factor)
+    ms_ratio = _median_ratio(ms, ms_cfg, held_out, factor)
+    mono, mono_cfg, _ = load_checkpoint(trained_model.checkpoint)
+    mono_ratio = _median_ratio(mono, mono_cfg, held_out, 1.0)
+    print(f'\nmedian GT / prediction without median scaling: MS (x{factor:g}) {ms_ratio:.3f}, '
+          f'M {mono_ratio:.3f}')
+    assert abs(ms_ratio - 1.0) < 0.10, ms_ratio
+    assert abs(np.log(mono_ratio)) > np.log(1.5), mono_ratio

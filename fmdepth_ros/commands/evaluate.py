@@ -107,7 +107,7 @@ def depth_scale(scaling, scale, cfg):
             raise CliError(f'--scale must be > 0, got {scale}')
         return False, float(scale), f'fixed x{scale}'
     if not has_stereo(cfg.model.frame_ids):
-        raise CliError(f"--scaling stereo: the checkpoint was not trained with stereo pairs "
+        raise CliError('--scaling stereo: the checkpoint was not trained with stereo pairs '
                        f"(frame_ids {tuple(cfg.model.frame_ids)} has no 's'); use median")
     factor = stereo_depth_factor(cfg.model.stereo_translation, cfg.model.stereo_baseline_m)
     return False, factor, f'stereo x{factor:g}'

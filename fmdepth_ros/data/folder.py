@@ -184,7 +184,7 @@ class FolderSource(FrameSource):
         return None if p is None else load_depth_file(p)
 
     def stereo_source(self):
-        """The right camera's frames (module docstring), or None when the folder has none."""
+        """Return the right camera's frames (module docstring), or None when there are none."""
         if not hasattr(self, '_stereo'):
             self._stereo = None
             sub = os.path.relpath(self.image_dir, self.path)

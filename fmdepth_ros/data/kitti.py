@@ -131,7 +131,7 @@ class KittiDriveSource(FrameSource):
         return os.path.join(self.image_dir, f'{i:010d}{self.ext}')
 
     def stereo_source(self):
-        """The other colour camera of the drive (image_03 for image_02 and back), or None."""
+        """Return the drive's other colour camera (image_03 for image_02 and back), or None."""
         if self.cam not in STEREO_PARTNER:
             return None
         if self._stereo is None:

@@ -189,7 +189,7 @@ class TripletDataset(Dataset):
         return int(np.clip(i + frame_id, 0, len(source) - 1))
 
     def frame_source(self, idx, frame_id):
-        """The FrameSource holding ``frame_id`` of sample ``idx`` (the other camera for 's')."""
+        """Return the FrameSource of ``frame_id`` of sample ``idx`` (the other camera for 's')."""
         source, _ = self.samples[idx]
         return source.stereo_source() if frame_id == STEREO_ID else source
 

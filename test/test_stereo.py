@@ -116,6 +116,7 @@ def test_synth_stereo_output(stereo_dir):
 def test_folder_loader_gives_frame_s_with_the_rendered_baseline(stereo_dir):
     """Frame 's' is the right image; stereo_T warps it onto the left image (flipped too)."""
     test = make_dataset(stereo_dir, _ms_cfg(), split='test')
+    assert test.samples[0][0].stereo_baseline_m() == pytest.approx(BASELINE)   # stereo.txt
     item = test[2]
     assert item['images'].shape == (4, 3, H, W)
     right = np.asarray(Image.open(stereo_dir / 'images_right' / '000002.png').resize((W, H)))
@@ -145,7 +146,7 @@ def _fmt(a):
     return ' '.join(f'{v:.12e}' for v in np.asarray(a).ravel())
 
 
-def test_kitti_loader_pairs_image_02_and_image_03(tmp_path):
+def test_kitti_loader_pairs_image_02_and_image_03(tmp_path, caplog):
     """Left lines get image_03 as 's' (x = -b), right lines image_02 (x = +b)."""
     seq = render_sequence(4, width=2 * W, height=2 * H, seed=4, stereo_baseline=BASELINE)
     root = tmp_path / 'kitti'
@@ -173,6 +174,12 @@ def test_kitti_loader_pairs_image_02_and_image_03(tmp_path):
     depth = torch.nn.functional.interpolate(depth, size=(H, W), mode='nearest')[0]
     good, wrong = _stereo_warp_errors(dict(left, depth_gt=depth))
     assert good < 0.4 * wrong, (good, wrong)
+    assert data.samples[0][0].stereo_baseline_m() == pytest.approx(BASELINE)   # P_rect_02/03
+    assert 'calibrated stereo baseline' not in caplog.text
+    cfg = _ms_cfg().merged({'model': {'stereo_baseline_m': 0.3}})
+    make_dataset(root, cfg, split='test', split_file=str(split))
+    assert 'calibrated stereo baseline 0.5400 m, but model.stereo_baseline_m is 0.3000' in \
+        caplog.text
     os.rename(root / DRIVE / 'image_03', root / DRIVE / 'image_03_gone')
     split.write_text(f'{DRIVE} 1 l\n')
     with pytest.raises(DataError, match='image_02.*stereo pair'):

@@ -15,7 +15,8 @@ Layout (everything but the images is optional)::
                           for image_2/, image_03/data/ for image_02/data/, image_r/ for image_l/,
                           image_1/ for image_0/, image_01/data/ for image_00/data/; frames pair
                           by sorted file name order, same K (``fmdepth synth --stereo`` writes
-                          images_right/)
+                          images_right/ and DIR/stereo.txt, "baseline_m <metres>", which is
+                          checked against model.stereo_baseline_m)
 
 A directory whose frames are in several sub-directories (e.g. several synthetic sequences)
 gives one source per sub-directory.
@@ -25,6 +26,7 @@ import logging
 import os
 
 from fmdepth_ros.data.triplets import FrameSource, load_rgb
+from fmdepth_ros.errors import DataError
 import numpy as np
 
 LOGGER = logging.getLogger(__name__)
@@ -183,6 +185,17 @@ class FolderSource(FrameSource):
         p = self.depth_paths[i]
         return None if p is None else load_depth_file(p)
 
+    def stereo_baseline_m(self):
+        """Return the baseline of ``DIR/stereo.txt`` ("baseline_m <metres>"), or None."""
+        path = os.path.join(self.path, 'stereo.txt')
+        if not os.path.isfile(path):
+            return None
+        with open(path, 'r', encoding='utf-8') as f:
+            fields = f.read().split()
+        if len(fields) != 2 or fields[0] != 'baseline_m':
+            raise DataError(f'{path}: expected "baseline_m <metres>"')
+        return float(fields[1])
+
     def stereo_source(self):
         """Return the right camera's frames (module docstring), or None when there are none."""
         if not hasattr(self, '_stereo'):
@@ -220,6 +233,10 @@ class RightCameraSource(FrameSource):
     def stereo_source(self):
         """Return the left camera."""
         return self.left
+
+    def stereo_baseline_m(self):
+        """Return the left camera's stereo baseline (m) or None."""
+        return self.left.stereo_baseline_m()
 
 
 def folder_sources(path, intrinsics=None):

@@ -141,6 +141,18 @@ class KittiDriveSource(FrameSource):
             self._stereo = KittiDriveSource(self.root, self.folder, other, self.velodyne_depth)
         return self._stereo
 
+    def stereo_baseline_m(self):
+        """Return the distance (m) of rectified cameras 2 and 3 from ``P_rect_02/03``, or None."""
+        calib = read_calib_file(os.path.join(self.calib_dir, CAM_TO_CAM))
+        centres = []
+        for cam in (2, 3):
+            P = calib.get(f'P_rect_0{cam}')
+            if P is None or P.size != 12:
+                return None
+            P = P.reshape(3, 4)
+            centres.append(np.linalg.solve(P[:, :3], P[:, 3])[0])   # P = K [I | t]
+        return float(abs(centres[0] - centres[1]))
+
     def velodyne_path(self, i):
         """Return the velodyne scan of frame ``i``."""
         return os.path.join(self.root, self.folder, 'velodyne_points', 'data', f'{i:010d}.bin')

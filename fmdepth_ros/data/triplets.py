@@ -104,6 +104,10 @@ class FrameSource:
         """Return the other camera of the stereo pair (same frame indices), or None."""
         return None
 
+    def stereo_baseline_m(self) -> Optional[float]:
+        """Return the calibrated stereo baseline in metres, or None when unknown."""
+        return None
+
 
 def sequence_samples(source, frame_ids, require_neighbours=True, step=1):
     """Return ``(source, i)`` samples: every ``step``-th frame whose neighbours exist.
@@ -177,6 +181,13 @@ class TripletDataset(Dataset):
             if len(other) < len(source):
                 raise DataError(f'{other.name}: {len(other)} frames for the {len(source)} '
                                 f'of {source.name} (a stereo pair needs both cameras)')
+            baseline = source.stereo_baseline_m()
+            expected = float(getattr(self.cfg.model, 'stereo_baseline_m', baseline or 1.0))
+            if baseline is not None and abs(baseline / expected - 1.0) > 0.05:
+                LOGGER.warning('%s: calibrated stereo baseline %.4f m, but '
+                               'model.stereo_baseline_m is %.4f m: the metric factor of '
+                               '--scaling stereo will be off by %.3fx', source.name, baseline,
+                               expected, baseline / expected)
 
     def frame_index(self, idx, frame_id):
         """Index in the source of ``frame_id`` for sample ``idx`` (clamped to the sequence).

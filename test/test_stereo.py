@@ -275,3 +275,20 @@ def test_ms_model_predicts_metric_depth_and_the_m_model_does_not(tmp_path, train
           f'M {mono_ratio:.3f}')
     assert abs(ms_ratio - 1.0) < 0.10, ms_ratio
     assert abs(np.log(mono_ratio)) > np.log(1.5), mono_ratio
+
+
+def test_online_refiner_runs_an_ms_model_on_mono_windows():
+    """The node's refiner feeds (0, -1, 1) windows: an MS checkpoint refines without 's'."""
+    from fmdepth_ros.runtime.refinement import OnlineRefiner
+
+    torch.manual_seed(0)
+    ms_cfg = _ms_cfg().merged({'model': {'height': 64, 'width': 192}})
+    model = FeatDepthModel(ms_cfg).eval()
+    node_cfg = ms_cfg.merged({'model': {'frame_ids': [0, -1, 1]}, 'refine': {'iterations': 1}})
+    refiner = OnlineRefiner(model, node_cfg)
+    assert model.cfg.model.frame_ids == (0, -1, 1, 's')        # the caller's model untouched
+    window = {'images': np.random.default_rng(0).integers(0, 255, (3, 64, 192, 3), np.uint8),
+              'K': np.array([[111.0, 0, 96], [0, 123, 32], [0, 0, 1]])}
+    refiner._refine(window)
+    stats = refiner.stats()
+    assert stats['processed'] == 1 and stats['errors'] == 0

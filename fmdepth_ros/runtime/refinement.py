@@ -192,6 +192,11 @@ class OnlineRefiner:
         self._log = logger or LOGGER
         self.model = copy.deepcopy(model).to(device)
         self.model.eval()
+        if hasattr(self.model, 'cfg'):
+            # Windows hold the frames of cfg.model.frame_ids (a camera stream has no stereo
+            # partner): the private copy's losses use those ids, e.g. for an MS checkpoint.
+            self.model.cfg = copy.deepcopy(self.model.cfg)
+            self.model.cfg.model.frame_ids = tuple(cfg.model.frame_ids)
         size = cfg.refine.queue_size if queue_size is None else queue_size
         if size < 1:
             raise ValueError(f'queue_size must be >= 1, got {size}')

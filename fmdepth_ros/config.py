@@ -27,6 +27,10 @@ class ModelConfig:
     frame_ids: Tuple[int, ...] = (0, -1, 1)  # target first, then sources
     num_scales: int = 4
     pose_translation_scale: float = 0.01     # PoseNet raw translation x this (official 0.01)
+    # DepthNet and PoseNet see the luma of their RGB input, replicated to 3 channels: for
+    # models trained on grey cameras (KITTI odometry cam0), so colour input at test time is
+    # what they were trained on
+    grey_input: bool = False
     # Local torchvision-layout ImageNet ResNet .pth files, one per encoder (None: random init).
     encoder_weights: Optional[str] = None          # DepthNet encoder (ResNet-depth_layers)
     pose_encoder_weights: Optional[str] = None     # PoseNet encoder (ResNet-pose_layers)

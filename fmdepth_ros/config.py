@@ -32,6 +32,10 @@ class ModelConfig:
     # is learnt in units of stereo_baseline_m / stereo_translation metres (official: 36).
     stereo_translation: float = 0.015
     stereo_baseline_m: float = 0.54
+    # DepthNet and PoseNet see the luma of their RGB input, replicated to 3 channels: for
+    # models trained on grey cameras (KITTI odometry cam0), so colour input at test time is
+    # what they were trained on
+    grey_input: bool = False
     # Local torchvision-layout ImageNet ResNet .pth files, one per encoder (None: random init).
     encoder_weights: Optional[str] = None          # DepthNet encoder (ResNet-depth_layers)
     pose_encoder_weights: Optional[str] = None     # PoseNet encoder (ResNet-pose_layers)

@@ -83,10 +83,12 @@ class FeatDepthModel(nn.Module):
         weights = encoder_state_dicts(m)
         builders = {
             'depth_net': lambda sd: DepthNet(m.depth_layers, m.depth_decoder, m.min_depth,
-                                             m.max_depth, encoder_weights=sd),
+                                             m.max_depth, encoder_weights=sd,
+                                             grey_input=m.grey_input),
             'pose_net': lambda sd: PoseNet(m.pose_layers, (m.pose_height, m.pose_width),
                                            encoder_weights=sd,
-                                           translation_scale=m.pose_translation_scale),
+                                           translation_scale=m.pose_translation_scale,
+                                           grey_input=m.grey_input),
             'feature_net': lambda sd: FeatureNet(m.feature_layers, encoder_weights=sd)}
         for name, build in builders.items():
             try:

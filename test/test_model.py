@@ -125,3 +125,17 @@ def test_timing_a_training_step_leaves_weights_statistics_and_rng_as_they_were()
     model.depth_losses(batch)[0].backward()        # a real step does move the statistics
     assert any(not torch.equal(v, model.state_dict()[k]) for k, v in before.items()
                if 'running' in k)
+
+
+def test_grey_input_setting_reaches_depth_and_pose_nets(tmp_path):
+    """model.grey_input builds grey-input DepthNet and PoseNet, and survives a checkpoint."""
+    from fmdepth_ros.checkpoint import load_checkpoint, save_checkpoint
+    cfg = small_cpu_config()
+    assert not FeatDepthModel(cfg).depth_net.grey_input
+    cfg.model.grey_input = True
+    model = FeatDepthModel(cfg)
+    assert model.depth_net.grey_input and model.pose_net.grey_input
+    path = str(tmp_path / 'grey.pt')
+    save_checkpoint(path, model, cfg)
+    loaded, loaded_cfg, _ = load_checkpoint(path)
+    assert loaded_cfg.model.grey_input and loaded.depth_net.grey_input

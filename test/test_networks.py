@@ -215,3 +215,29 @@ def test_pose_net_translation_scale_scales_translation_only():
         rot10, trans10 = larger(a, b)
     assert torch.allclose(rot, rot10)
     assert torch.allclose(trans10, 10 * trans, rtol=1e-5, atol=1e-8)
+
+
+def test_grey_input_networks_see_the_luma_of_colour_frames():
+    """grey_input: colour input gives the output of its luma; grey input is unchanged."""
+    from fmdepth_ros.networks.depth_net import luma_rgb
+    colour = torch.rand(2, 3, H, W)
+    grey = colour.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    torch.manual_seed(1)
+    plain = DepthNet(18, 'monodepth2').eval()
+    torch.manual_seed(1)
+    grey_net = DepthNet(18, 'monodepth2', grey_input=True).eval()
+    torch.manual_seed(2)
+    pose_plain = PoseNet(18, (H, W)).eval()
+    torch.manual_seed(2)
+    pose_grey = PoseNet(18, (H, W), grey_input=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(grey_net(grey)[0], plain(grey)[0], atol=1e-6)
+        assert torch.allclose(grey_net(colour)[0], plain(luma_rgb(colour))[0], atol=1e-6)
+        assert not torch.allclose(grey_net(colour)[0], plain(colour)[0], atol=1e-4)
+        for a, b in zip(pose_grey(colour, colour.flip(0)),
+                        pose_plain(luma_rgb(colour), luma_rgb(colour.flip(0)))):
+            assert torch.allclose(a, b, atol=1e-6)
+    # the ITU-R 601 weights: pure red, green and blue
+    rgb = torch.eye(3).view(3, 3, 1, 1).expand(3, 3, 32, 32)
+    assert torch.allclose(luma_rgb(rgb)[:, 0, 0, 0], torch.tensor([0.299, 0.587, 0.114]),
+                          atol=1e-6)

@@ -50,8 +50,9 @@ def sample_color_jitter(generator: Optional[torch.Generator] = None) -> ColorJit
 
 def _grayscale(images):
     """ITU-R 601 luma [..., 1, H, W] of RGB images [..., 3, H, W] (torchvision's weights)."""
-    r, g, b = images.unbind(-3)
-    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
+    import kornia
+
+    return kornia.color.rgb_to_grayscale(images)
 
 
 def apply_color_jitter(images, params: ColorJitterParams):

@@ -34,6 +34,17 @@ def disp_to_depth(disp, min_depth, max_depth) -> Tuple[torch.Tensor, torch.Tenso
     return scaled_disp, 1.0 / scaled_disp
 
 
+def luma_rgb(image) -> torch.Tensor:
+    """ITU-R 601 luma of RGB images [B,3,H,W] in [0,1], replicated to [B,3,H,W].
+
+    kornia's ``rgb_to_grayscale`` (weights 0.299, 0.587, 0.114: a grey image replicated to
+    RGB is returned unchanged).
+    """
+    import kornia
+
+    return kornia.color.rgb_to_grayscale(image).expand_as(image)
+
+
 def check_input_size(height, width, multiple=32):
     """Raise ``ValueError`` unless both sides are positive multiples of ``multiple`` pixels."""
     if height <= 0 or width <= 0 or height % multiple or width % multiple:
@@ -44,17 +55,19 @@ def check_input_size(height, width, multiple=32):
 class DepthNet(nn.Module):
     """Monocular depth network: RGB in [0,1] -> sigmoid disparities at 4 scales.
 
-    The input is normalised inside the network as ``(x - 0.45) / 0.225`` (official code).
+    The input is normalised inside the network as ``(x - 0.45) / 0.225`` (official code);
+    with ``grey_input`` it is first replaced by its luma (:func:`luma_rgb`).
 
     Args:
         num_layers: ResNet depth of the encoder (18, 34, 50).
         decoder: ``'featdepth'`` (outputs at 1/2..1/16) or ``'monodepth2'`` (1..1/8).
         min_depth, max_depth: range used by ``depth()`` in metres.
         encoder_weights: optional torchvision-layout ResNet state dict (e.g. ImageNet).
+        grey_input: see only the luma of the input (models trained on grey cameras).
     """
 
     def __init__(self, num_layers=50, decoder='featdepth', min_depth=0.1, max_depth=100.0,
-                 encoder_weights=None):
+                 encoder_weights=None, grey_input=False):
         """Build encoder and decoder."""
         super().__init__()
         if decoder not in DECODERS:
@@ -62,6 +75,7 @@ class DepthNet(nn.Module):
         self.decoder_type = decoder
         self.min_depth = float(min_depth)
         self.max_depth = float(max_depth)
+        self.grey_input = bool(grey_input)
         self.encoder = build_resnet(num_layers, 1, encoder_weights)
         self.decoder = DECODERS[decoder](self.encoder.num_ch_enc)
 
@@ -81,6 +95,8 @@ class DepthNet(nn.Module):
             (monodepth2), s = 0..3, sigmoid disparity in (0,1).
         """
         check_input_size(image.shape[-2], image.shape[-1])
+        if self.grey_input:
+            image = luma_rgb(image)
         features = self.encoder((image - INPUT_MEAN) / INPUT_STD)
         return self.decoder(features)
 
@@ -89,5 +105,5 @@ class DepthNet(nn.Module):
         return disp_to_depth(disp, self.min_depth, self.max_depth)[1]
 
 
-__all__ = ['DepthNet', 'disp_to_depth', 'check_input_size', 'INPUT_MEAN', 'INPUT_STD',
+__all__ = ['DepthNet', 'disp_to_depth', 'check_input_size', 'luma_rgb', 'INPUT_MEAN', 'INPUT_STD',
            'DECODERS']

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .depth_net import INPUT_MEAN, INPUT_STD
+from .depth_net import INPUT_MEAN, INPUT_STD, luma_rgb
 from .resnet import build_resnet
 
 #: the official code scales the raw pose output by this factor
@@ -51,13 +51,16 @@ class PoseNet(nn.Module):
         input_size: (height, width) the frames are resized to.
         encoder_weights: optional torchvision-layout ResNet state dict; its 3-channel conv1
             is repeated for both frames and halved.
+        translation_scale: raw translation output x this (official 0.01).
+        grey_input: see only the luma of each frame (models trained on grey cameras).
     """
 
     def __init__(self, num_layers=18, input_size=(192, 640), encoder_weights=None,
-                 translation_scale=POSE_SCALE):
+                 translation_scale=POSE_SCALE, grey_input=False):
         """Build the 6-channel encoder and the pose head."""
         super().__init__()
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.grey_input = bool(grey_input)
         self.encoder = build_resnet(num_layers, 2, encoder_weights)
         self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1], translation_scale)
 
@@ -79,6 +82,8 @@ class PoseNet(nn.Module):
             (T = [t]R) is ``T_later_earlier``: it maps points in the earlier camera frame into
             the later one (for target 0 and source +1: T_src_tgt; for source -1 invert it).
         """
+        if self.grey_input:
+            frame_a, frame_b = luma_rgb(frame_a), luma_rgb(frame_b)
         x = torch.cat((self._resize(frame_a), self._resize(frame_b)), 1)
         features = self.encoder((x - INPUT_MEAN) / INPUT_STD)
         return self.decoder(features[-1])

@@ -291,6 +291,8 @@ class DepthPredictor:
         self._min_disp = 1.0 / self._max_depth
         self._lock = threading.RLock()
         self._swap_lock = threading.RLock()
+        #: optional :class:`runtime.stage_timer.StageTimer` (``fmdepth bench``): None = untimed
+        self.stage_timer = None
         self.net = copy.deepcopy(_unwrap_depth_net(depth_net)).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -346,6 +348,14 @@ class DepthPredictor:
                               enabled=dtype is not None and not self.cast_weights,
                               cache_enabled=False)
 
+    def _mark(self, stage):
+        """Close ``stage`` of the attached stage timer (waits for the device first)."""
+        timer = self.stage_timer
+        if timer is None:
+            return
+        self._synchronize()
+        timer.mark(stage)
+
     def _network_disp(self):
         """Forward on the static input; returns the scale-0 disparity as float32."""
         with self._autocast():
@@ -356,7 +366,9 @@ class DepthPredictor:
     def _pipeline(self):
         """Every device-side step of one frame, reading/writing only the static buffers."""
         _to_network_input(self._uploader.device_u8, self._net_in)
+        self._mark('preprocess')
         disp = self._network_disp()
+        self._mark('network')
         if self._disp is None:
             self._disp = torch.empty_like(disp, memory_format=torch.contiguous_format)
         # NaN disparity (a diverged network) stays NaN down to the depth: replacing it would
@@ -379,6 +391,7 @@ class DepthPredictor:
 
     def _capture_graph(self):
         """Warm up on a side stream, then capture ``_pipeline`` into a CUDA graph."""
+        timer, self.stage_timer = self.stage_timer, None   # no synchronize while capturing
         try:
             current = torch.cuda.current_stream(self.device)
             side = torch.cuda.Stream(self.device)
@@ -401,6 +414,8 @@ class DepthPredictor:
             torch.cuda.synchronize(self.device)
             self._warn(f'CUDA graph capture failed ({type(exc).__name__}: '
                        f'{_first_line(exc)}); running without graphs')
+        finally:
+            self.stage_timer = timer
 
     def _run_device(self):
         if self.cuda_graphs and not self._graph_failed:
@@ -408,6 +423,7 @@ class DepthPredictor:
                 self._capture_graph()
             if self._graph is not None:
                 self._graph.replay()
+                self._mark('graph')     # pre-processing, network, post-processing in one
                 return
         self._pipeline()
 
@@ -481,8 +497,10 @@ class DepthPredictor:
             self._run_with_fallback(image)
             if out is not None:
                 np.copyto(out, self._depth_host.numpy())
-                return out
-            return self._depth_host.numpy().copy()
+            else:
+                out = self._depth_host.numpy().copy()
+            self._mark('postprocess')
+            return out
 
     def predict_disparity(self, image) -> np.ndarray:
         """Scale-0 sigmoid disparity ``[h', w']`` float32 in (0, 1) at the network output size.

@@ -12,6 +12,8 @@ cv_bridge exists). Malformed messages are rejected by the numpy codec's checks f
 one-line ``ValueError`` is the same with either backend.
 """
 
+import array
+
 import cv2
 from fmdepth_ros import messages
 from fmdepth_ros.geometry import scale_intrinsics
@@ -65,8 +67,21 @@ def rgb_to_image(rgb, header, encoding='rgb8'):
             pixels[:, :, 3] = 255
     msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding,
                 is_bigendian=0, step=rgb.shape[1] * channels)
-    msg.data = np.ascontiguousarray(pixels).tobytes()
+    msg.data = byte_array(pixels)
     return msg
+
+
+def byte_array(values):
+    """The bytes of a numpy array as ``array.array('B')``, the type of a message's uint8[].
+
+    One copy: rclpy's uint8[] setter keeps an ``array('B')`` as it is, while
+    ``msg.data = values.tobytes()`` copies twice (``tobytes``, then the setter's conversion
+    to ``array('B')``). ``values``: any numpy array (made C-contiguous first when it is not).
+    """
+    flat = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
+    out = array.array('B')
+    out.frombytes(memoryview(flat))
+    return out
 
 
 def depth_to_image(depth, header):
@@ -76,8 +91,22 @@ def depth_to_image(depth, header):
         raise ValueError(f'depth must be [H,W], got shape {depth.shape}')
     msg = Image(header=header, height=depth.shape[0], width=depth.shape[1], encoding='32FC1',
                 is_bigendian=int(not np.little_endian), step=depth.shape[1] * 4)
-    msg.data = depth.tobytes()
+    msg.data = byte_array(depth)
     return msg
+
+
+def empty_depth_image(header, height, width):
+    """A 32FC1 Image ``height`` x ``width`` and a writable ``[H, W]`` float32 view of its data.
+
+    Writing the depth into the view fills the message: no ``tobytes`` / setter copies
+    (the view shares the message's ``array('B')`` buffer; keep it only while the message
+    lives). The bytes start as zeros (0.0 m, invalid, until written).
+    """
+    height, width = int(height), int(width)
+    msg = Image(header=header, height=height, width=width, encoding='32FC1',
+                is_bigendian=int(not np.little_endian), step=width * 4)
+    msg.data = array.array('B', [0]) * (height * width * 4)    # a memset, the fastest fill
+    return msg, np.frombuffer(msg.data, dtype=np.float32).reshape(height, width)
 
 
 def cloud_to_message(cloud, header):
@@ -93,7 +122,7 @@ def cloud_to_message(cloud, header):
     msg = PointCloud2(header=header, height=int(height), width=int(width), fields=fields,
                       is_bigendian=False, point_step=cloud.dtype.itemsize,
                       row_step=cloud.dtype.itemsize * int(width), is_dense=not organized)
-    msg.data = np.ascontiguousarray(cloud).tobytes()
+    msg.data = byte_array(cloud)
     return msg
 
 
@@ -120,7 +149,12 @@ def colorize_depth(depth, min_depth=None, max_depth=None):
 
 
 def scaled_camera_info(msg, width, height, header=None):
-    """Copy of ``msg`` for an image resized to ``width`` x ``height`` (K, P, ROI scaled)."""
+    """Copy of ``msg`` for an image resized to ``width`` x ``height`` (K, P, ROI scaled).
+
+    At the same size it is a plain field copy (:func:`copy_camera_info`, the same values).
+    """
+    if int(width) == msg.width and int(height) == msg.height:
+        return copy_camera_info(msg, header)
     sx = width / float(msg.width) if msg.width else 1.0
     sy = height / float(msg.height) if msg.height else 1.0
     out = CameraInfo(header=header if header is not None else msg.header,
@@ -137,6 +171,26 @@ def scaled_camera_info(msg, width, height, header=None):
     out.roi.width = int(round(msg.roi.width * sx))
     out.roi.height = int(round(msg.roi.height * sy))
     out.roi.do_rectify = msg.roi.do_rectify
+    return out
+
+
+def copy_camera_info(msg, header=None):
+    """Copy of CameraInfo ``msg`` with ``header`` (default its own): no arithmetic, no lists.
+
+    The arrays are copied (not shared with ``msg``), the way :func:`scaled_camera_info` gives
+    new ones; ~10x cheaper than scaling by 1 through numpy and ``tolist``.
+    """
+    out = CameraInfo(header=header if header is not None else msg.header,
+                     width=msg.width, height=msg.height,
+                     distortion_model=msg.distortion_model,
+                     binning_x=msg.binning_x, binning_y=msg.binning_y)
+    out.d = array.array('d', msg.d)
+    out.k = np.array(msg.k, dtype=np.float64)
+    out.r = np.array(msg.r, dtype=np.float64)
+    out.p = np.array(msg.p, dtype=np.float64)
+    roi = msg.roi
+    out.roi.x_offset, out.roi.y_offset = roi.x_offset, roi.y_offset
+    out.roi.width, out.roi.height, out.roi.do_rectify = roi.width, roi.height, roi.do_rectify
     return out
 
 
@@ -205,6 +259,6 @@ def stamp_from_ns(ns):
 
 
 __all__ = ['rgb_to_image', 'depth_to_image', 'cloud_to_message', 'colorize_depth',
-           'scaled_camera_info',
+           'scaled_camera_info', 'copy_camera_info', 'byte_array', 'empty_depth_image',
            'camera_info_for', 'make_transform', 'make_odometry', 'stamp_from_ns',
            'compressed_to_rgb', 'image_to_rgb']

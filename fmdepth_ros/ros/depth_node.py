@@ -54,7 +54,7 @@ from fmdepth_ros.ros.diagnostics import build_diagnostics, NodeStats
 from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningThrottle
 from fmdepth_ros.ros.model_setup import inference_options, load_model, StartupError
 from fmdepth_ros.ros.tf_publisher import OdometryChain, StaticTransforms, TfBroadcaster
-from fmdepth_ros.runtime.scale import DepthScaler
+from fmdepth_ros.runtime.scale import DepthScaler, scale_and_mask
 from fmdepth_ros.runtime.worker import BoundedWorker
 from nav_msgs.msg import Odometry
 import numpy as np
@@ -499,10 +499,10 @@ class DepthNode(LifecycleNode):
             self.get_logger().warning(note)
         return len(notes)
 
-    def _predict_depth(self, rgb):
-        """Depth [H,W] float32 of ``rgb``; follows a CUDA OOM fallback of the predictor."""
+    def _predict_depth(self, rgb, out=None):
+        """Depth [H,W] float32 of ``rgb`` (into ``out`` if given); follows a CUDA OOM fallback."""
         try:
-            return self.predictor.predict(rgb)
+            return self.predictor.predict(rgb, out=out)
         finally:
             if len(self.predictor.notes) > self._notes_logged:
                 self._notes_logged = self._log_predictor_notes(self._notes_logged)
@@ -528,16 +528,14 @@ class DepthNode(LifecycleNode):
             return self.pose_estimator.estimate(earlier, later)
 
     def _publish_depth(self, header, rgb, info, K):
-        depth = self._predict_depth(rgb)
-        if K is not None:
-            depth, _ = self.scaler.apply(depth, K)
-        else:
-            depth = depth * np.float32(self.scaler.scale)
-        invalid = ~((depth >= self.params['min_depth']) & (depth <= self.params['max_depth']))
-        depth[invalid] = np.nan
-        self._mark('scale_nan_mask')
-        depth_msg = conv.depth_to_image(depth, header)
+        # the depth is written straight into the message's buffer, then scaled and masked in
+        # place: no copies of the [H, W] array between the network and the publish
+        depth_msg, depth = conv.empty_depth_image(header, rgb.shape[0], rgb.shape[1])
         self._mark('depth_msg')
+        self._predict_depth(rgb, out=depth)
+        scale = self.scaler.update(depth, K) if K is not None else self.scaler.scale
+        scale_and_mask(depth, scale, self.params['min_depth'], self.params['max_depth'])
+        self._mark('scale_nan_mask')
         self.depth_pub.publish(depth_msg)
         self._mark('depth_publish')
         if info is not None:

@@ -379,14 +379,18 @@ class DepthPredictor:
         if scaled.shape[-2:] != (height, width):
             scaled = F.interpolate(scaled, size=(height, width), mode='bilinear',
                                    align_corners=False)
-        self._depth.copy_(1.0 / scaled.clamp_(min=self._min_disp))
+        # into the static buffer, no temporary: bitwise what ``1.0 / x`` gives (torch computes
+        # ``x.reciprocal() * 1.0``)
+        torch.reciprocal(scaled.clamp_(min=self._min_disp), out=self._depth)
 
     def _ensure_buffers(self, height, width):
         if not self._uploader.ensure(height, width):
             return
         pin = self.device.type == 'cuda'
-        self._depth = torch.empty((1, 1, height, width), device=self.device)
         self._depth_host = torch.empty((height, width), pin_memory=pin)
+        # on the CPU the depth buffer is the host buffer itself (no device -> host copy)
+        self._depth = (torch.empty((1, 1, height, width), device=self.device) if pin
+                       else self._depth_host.view(1, 1, height, width))
         self._graph = None
 
     def _capture_graph(self):
@@ -446,7 +450,8 @@ class DepthPredictor:
                 self._setup_device()
                 self._run(image, want_disparity)
                 return
-            self._depth_host.copy_(self._depth[0, 0], non_blocking=True)
+            if self._depth.data_ptr() != self._depth_host.data_ptr():
+                self._depth_host.copy_(self._depth[0, 0], non_blocking=True)
             if want_disparity:
                 if self._disp_host is None or self._disp_host.shape != self._disp.shape[-2:]:
                     self._disp_host = torch.empty(tuple(self._disp.shape[-2:]),

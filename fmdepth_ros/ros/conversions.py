@@ -83,7 +83,7 @@ def depth_to_image(depth, header):
 
 
 def empty_depth_image(header, height, width):
-    """A 32FC1 Image ``height`` x ``width`` and a writable ``[H, W]`` float32 view of its data.
+    """Return a 32FC1 Image ``height`` x ``width`` and a writable [H, W] float32 view of its data.
 
     Writing the depth into the view fills the message, so the depth needs no copy of its own
     and no ``tobytes``: the view shares the message's ``array('B')`` buffer (keep it only while

@@ -401,7 +401,7 @@ def bench_node(width, height, encoder, device, opts, frames, warmup, images, K,
 
 
 def node_overhead_summary(result):
-    """The node keys of a bench ``result`` from its ``node_overhead`` rows (one per camera).
+    """Return the node keys of a bench ``result`` from its ``node_overhead`` rows (per camera).
 
     ``node``: the row whose camera size is the network size (else the first); ``node_overhead_ms``:
     its overhead, end-to-end minus the same frames' network forward (medians of per-frame
@@ -452,13 +452,17 @@ def format_node_overhead(rows):
             if any(row['stages'].get(name, {}).get('after_publish') != after
                    for row in rows if name in row['stages']):
                 continue
-            lines.append(f'{name:<{width}}' + ''.join(cell(row['stages'].get(name))
-                                                       for row in rows))
+            cells = ''.join(cell(row['stages'].get(name)) for row in rows)
+            lines.append(f'{name:<{width}}{cells}')
     for label, key in (('end-to-end', 'median_ms'), ('network', 'network_ms'),
                        ('overhead (e2e-network)', 'overhead_ms'),
                        ('overhead p99', 'overhead_p99_ms'),
+                       ('= transport+handoff', 'transport_ms'),
+                       ('+ node work', 'node_work_ms'),
+                       ('node work, cpu', 'node_work_cpu_ms'),
                        ('after-publish work', 'after_publish_ms')):
-        lines.append(f'{label:<{width}}' + ''.join(f' {row[key]:>22.2f}' for row in rows))
+        if all(key in row for row in rows):
+            lines.append(f'{label:<{width}}' + ''.join(f' {row[key]:>22.2f}' for row in rows))
     return '\n'.join(lines)
 
 

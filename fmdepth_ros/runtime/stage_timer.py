@@ -64,7 +64,7 @@ class StageTimer:
         self._local.key = None
 
     def frame(self, key):
-        """The record of frame ``key``: ``{'wall_ms', 'cpu_ms', 'events', 'order'}`` or None."""
+        """Return frame ``key``'s record ``{'wall_ms', 'cpu_ms', 'events', 'order'}`` or None."""
         with self._lock:
             record = self._frames.get(key)
             if record is None:

@@ -40,6 +40,9 @@ LATENCY_STAGES = ('transport_in', 'handoff', 'convert', 'bookkeeping', 'camera_i
                   'points', 'colored', 'transport_out')
 #: stages after the publish (the frame's remaining work: it limits the frame rate, not latency)
 AFTER_STAGES = ('window', 'pose_network', 'odometry_tf', 'refine_submit', 'stats')
+#: latency stages outside the node's own code: rclpy/DDS delivery and the thread hand-over
+TRANSPORT_STAGES = ('transport_in', 'handoff', 'transport_out')
+NETWORK_STAGES = ('network', 'graph')
 
 
 @contextlib.contextmanager
@@ -125,14 +128,26 @@ def summarise(frames, camera_size, network_size, encoder, notes=()):
 
     Returns the ``node_overhead`` row of one camera size: ``e2e_ms`` / ``network_ms`` /
     ``overhead_ms`` medians (overhead = end-to-end minus the same frame's network), p99s,
-    ``stages`` ``{name: {'wall_ms', 'cpu_ms'}}`` (medians, in pipeline order) and
-    ``after_publish_ms`` (the work after depth/image is out: PoseNet, odometry, TF...).
+    ``stages`` ``{name: {'wall_ms', 'cpu_ms'}}`` (medians, in pipeline order),
+    ``after_publish_ms`` (the work after depth/image is out: PoseNet, odometry, TF...), and the
+    overhead split in two: ``transport_ms`` (rclpy/DDS in and out plus the hand-over to the
+    inference thread, wall) and ``node_work_ms`` / ``node_work_cpu_ms`` (the node's own stages
+    before the publish, network excluded: wall, and the CPU time that does not depend on the
+    load of a shared machine).
     """
     e2e = np.asarray([f['e2e_ms'] for f in frames])
     network = np.asarray([f['network_ms'] for f in frames])
     overhead = e2e - network
-    after = np.asarray([sum(f['stages'][s][0] for s in AFTER_STAGES if s in f['stages'])
-                        for f in frames])
+
+    def per_frame(select, column=0):
+        return np.asarray([sum(v[column] for k, v in f['stages'].items() if select(k))
+                           for f in frames])
+
+    after = per_frame(lambda k: k in AFTER_STAGES)
+    transport = per_frame(lambda k: k in TRANSPORT_STAGES)
+    own = (lambda k: k not in AFTER_STAGES and k not in TRANSPORT_STAGES
+           and k not in NETWORK_STAGES)
+    work, work_cpu = per_frame(own), per_frame(own, 1)
     names = [s for s in LATENCY_STAGES + AFTER_STAGES if any(s in f['stages'] for f in frames)]
     stages = {}
     for name in names:
@@ -150,6 +165,9 @@ def summarise(frames, camera_size, network_size, encoder, notes=()):
             'overhead_ms': float(np.median(overhead)),
             'overhead_p99_ms': float(np.percentile(overhead, 99)),
             'after_publish_ms': float(np.median(after)),
+            'transport_ms': float(np.median(transport)),
+            'node_work_ms': float(np.median(work)),
+            'node_work_cpu_ms': float(np.median(work_cpu)),
             'stages': stages, 'notes': list(notes)}
 
 
@@ -193,7 +211,7 @@ def node_latency(cfg, device, opts, frames, warmup, images, K):
             if i < warmup or record is None or 'published' not in record['events']:
                 continue
             stages = frame_stages(record, sent, received[key])
-            network = sum(stages[s][0] for s in ('network', 'graph') if s in stages)
+            network = sum(stages[s][0] for s in NETWORK_STAGES if s in stages)
             timed.append({'stages': stages, 'e2e_ms': 1e3 * (received[key] - sent),
                           'network_ms': network})
         if not timed:

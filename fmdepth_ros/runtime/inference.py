@@ -11,7 +11,11 @@ Per frame, :class:`DepthPredictor` does:
 3. the DepthNet forward (optionally under fp16/bf16 autocast, channels_last, ``torch.compile``,
    and on CUDA inside a captured CUDA graph);
 4. on the device: the scale-0 disparity is resized back to the input resolution and turned
-   into depth with ``disp_to_depth``; one copy brings the ``[H, W]`` depth back to the host.
+   into depth with ``disp_to_depth``; one copy brings the ``[H, W]`` depth back to the host
+   (on the CPU the depth buffer is the host buffer: no copy).
+
+With a :class:`runtime.stage_timer.StageTimer` attached (``stage_timer``, by ``fmdepth bench``)
+the pre-processing, network and post-processing are timed separately.
 
 Buffers are allocated once per input size (re-allocated only when the size changes), so the
 steady state allocates no large tensors beyond what the network itself needs (and under CUDA

@@ -72,8 +72,33 @@ def _rows(msg, bytes_per_pixel, what, copy_out=True):
     return data[:step * height].reshape(height, step)[:, :width * bytes_per_pixel]
 
 
+# encoding -> OpenCV colour conversion to RGB (None: the bytes already are RGB)
+_TO_RGB = {'rgb8': None, 'bgr8': 'COLOR_BGR2RGB', 'rgba8': 'COLOR_RGBA2RGB',
+           'bgra8': 'COLOR_BGRA2RGB', 'mono8': 'COLOR_GRAY2RGB'}
+
+
 def image_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) -> [H, W, 3] uint8 RGB (a copy)."""
+    """sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) -> [H, W, 3] uint8 RGB (a copy).
+
+    One pass over the pixels: a plain copy for rgb8, an OpenCV colour conversion otherwise
+    (numpy's fancy channel indexing, the straightforward way, is ~30x slower: 3 ms for a
+    1242x375 frame). Gives the same bytes as :func:`image_to_rgb_reference`.
+    """
+    import cv2
+
+    channels, _ = image_encoding(msg)
+    encoding = msg.encoding.lower()
+    pixels = _rows(msg, channels, encoding).reshape(int(msg.height), int(msg.width), channels)
+    code = _TO_RGB[encoding]
+    if code is None:
+        return np.array(pixels, dtype=np.uint8, order='C', copy=True)
+    if channels == 1:
+        pixels = pixels[:, :, 0]
+    return cv2.cvtColor(pixels, getattr(cv2, code))
+
+
+def image_to_rgb_reference(msg) -> np.ndarray:
+    """Straightforward numpy version of :func:`image_to_rgb` (tests compare the two)."""
     channels, order = image_encoding(msg)
     pixels = _rows(msg, channels, msg.encoding.lower()).reshape(
         int(msg.height), int(msg.width), channels)

@@ -19,6 +19,7 @@ def test_bench_cli_prints_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / 'bench.json'
     code = main(['bench', '--device', 'cpu', '--frames', '5', '--warmup', '1',
                  '--sizes', '192x64', '--encoders', '18', '--node-frames', '2',
+                 '--node-sizes', '192x64,250x90',
                  '--refine-frames', '2', '--refine-iterations', '1', '--threads', '1',
                  '--json', str(out)])
     text = capsys.readouterr().out
@@ -44,6 +45,24 @@ def test_bench_cli_prints_table_and_writes_json(tmp_path, capsys):
     node = data['node']
     if 'skipped' not in node:   # rclpy is part of this project's environment
         assert node['frames'] == 2 and 0 < node['median_ms'] <= node['p99_ms']
+        assert 'node stages' in text and 'overhead (e2e-network)' in text
+        rows = data['node_overhead']
+        assert [r['camera_size'] for r in rows] == ['192x64', '250x90']
+        assert node is not rows[0] and node == rows[0]      # the network-size camera row
+        for r in rows:
+            assert r['size'] == '192x64' and r['frames'] == 2
+            stages = r['stages']
+            for name in ('transport_in', 'handoff', 'convert', 'preprocess', 'network',
+                         'postprocess', 'scale_nan_mask', 'depth_msg', 'depth_publish',
+                         'camera_info_copy', 'transport_out', 'pose_network'):
+                assert stages[name]['wall_ms'] >= 0, name
+            assert stages['pose_network']['after_publish']
+            assert not stages['network']['after_publish']
+            assert 0 < r['network_ms'] < r['median_ms']
+            assert r['overhead_ms'] > 0
+            assert data['node_overhead_ms_by_size'][r['camera_size']] == r['overhead_ms']
+        assert data['node_overhead_ms'] == rows[0]['overhead_ms']
+        assert data['node_overhead_subtracted_ms'] is not None
     ref = data['refinement']
     assert ref['windows'] >= 1 and ref['iterations_per_s'] > 0
     assert ref['errors'] == 0, ref['last_error']
@@ -68,6 +87,10 @@ def test_bench_bad_arguments_give_one_line_errors(argv, message, capsys):
 def test_parsers():
     """Size and encoder lists parse to (W, H) tuples and ints."""
     assert bench.parse_sizes('640x192, 1024X320') == [(640, 192), (1024, 320)]
+    assert bench.parse_camera_sizes('640x192,1242x375,640x192') == [(640, 192), (1242, 375)]
+    for bad in ('1242', '4x4', 'axb'):
+        with pytest.raises(CliError, match='--node-sizes'):
+            bench.parse_camera_sizes(bad)
     assert bench.parse_encoders('18,50') == [18, 50]
     with pytest.raises(CliError):
         bench.parse_encoders('x')
@@ -111,3 +134,41 @@ def test_bench_backend_all_compares_every_backend_side_by_side(tmp_path, capsys)
     for name in ('onnxruntime fp32', 'openvino fp32'):
         if name in measured:    # an ONNX engine: the refit delay is measured
             assert measured[name]['swap_s'] > 0
+
+
+def test_stage_timer_records_stages_events_and_cpu_time():
+    """Stages add up per frame in order; marks outside a frame are ignored."""
+    import time
+    from fmdepth_ros.runtime.stage_timer import StageTimer
+    timer = StageTimer()
+    timer.mark('ignored')            # no frame begun: nothing recorded, no error
+    start = time.perf_counter()
+    timer.begin(7, start=start - 0.002)
+    timer.mark('handoff')
+    sum(range(20000))
+    timer.mark('work')
+    timer.event('published')
+    timer.mark('work')               # the same name again adds up
+    timer.end()
+    timer.mark('after_end')
+    record = timer.frame(7)
+    assert record['order'] == ['handoff', 'work']
+    assert record['wall_ms']['handoff'] >= 2.0
+    assert record['cpu_ms']['work'] > 0 and record['wall_ms']['work'] > 0
+    assert start < record['events']['published'] <= time.perf_counter()
+    assert timer.frame(8) is None
+
+
+def test_node_overhead_summary_uses_the_network_size_row():
+    """The summary picks the camera row at the network size and the old estimate from it."""
+    rows = [{'camera_size': '1242x375', 'size': '640x192', 'overhead_ms': 9.0,
+             'median_ms': 210.0},
+            {'camera_size': '640x192', 'size': '640x192', 'overhead_ms': 4.0,
+             'median_ms': 200.0}]
+    result = {'node_overhead': rows, 'models': [{'optimised': {'median_ms': 190.0}}]}
+    out = bench.node_overhead_summary(result)
+    assert out['node'] is rows[1] and out['node_overhead_ms'] == 4.0
+    assert out['node_overhead_ms_by_size'] == {'1242x375': 9.0, '640x192': 4.0}
+    assert out['node_overhead_subtracted_ms'] == 10.0
+    assert bench.node_overhead_summary({'node_overhead': [{'skipped': 'x'}]})['node'] == {
+        'skipped': 'x'}

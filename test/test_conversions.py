@@ -165,3 +165,101 @@ def test_cv_bridge_and_numpy_codec_give_identical_arrays(encoding):
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(conv.image_to_rgb(msg) if encoding not in ('png', 'jpeg')
                                   else conv.compressed_to_rgb(msg), want)
+
+
+# ------------------------------------------------------------------ fast paths of the node
+def _padded_message(rgb, encoding, pad, trim_last_row=False):
+    """``rgb`` [H,W,3] as an Image in ``encoding`` whose rows carry ``pad`` filler bytes."""
+    msg = conv.rgb_to_image(rgb, Header(frame_id='cam'), encoding=encoding)
+    height, step = msg.height, msg.step
+    rows = np.frombuffer(msg.data, np.uint8).reshape(height, step)
+    padded = np.concatenate([rows, np.full((height, pad), 77, np.uint8)], axis=1).ravel()
+    if trim_last_row:           # the last row may omit its padding
+        padded = padded[:padded.size - pad]
+    msg.step = step + pad
+    msg.data = padded.tobytes()
+    return msg
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8'])
+@pytest.mark.parametrize('height, width, pad, trim', [
+    (375, 1242, 0, False), (7, 13, 3, False), (5, 9, 2, True), (1, 1, 0, False)])
+def test_image_to_rgb_fast_path_equals_the_numpy_reference(encoding, height, width, pad, trim):
+    """The cv2 / plain-copy conversion gives the bytes of the fancy-indexing reference."""
+    from fmdepth_ros.messages import image_to_rgb_reference
+    rgb = np.random.default_rng(height * width).integers(0, 256, (height, width, 3),
+                                                         dtype=np.uint8)
+    msg = (_padded_message(rgb, encoding, pad, trim) if pad
+           else conv.rgb_to_image(rgb, Header(), encoding=encoding))
+    out = conv.image_to_rgb(msg)
+    reference = image_to_rgb_reference(msg)
+    assert out.shape == (height, width, 3) and out.dtype == np.uint8
+    assert out.flags.c_contiguous and out.flags.writeable
+    np.testing.assert_array_equal(out, reference)
+    if encoding in ('rgb8', 'bgr8', 'rgba8', 'bgra8'):
+        np.testing.assert_array_equal(out, rgb)
+    data = np.frombuffer(msg.data, np.uint8)
+    assert not np.shares_memory(out, data)      # a copy, never a view of the message
+
+
+def test_image_to_rgb_of_read_only_numpy_data():
+    """rosbags-style read-only numpy data converts as well (no write into the message)."""
+    rgb = _rgb(6, 10)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    data = np.frombuffer(bgr.tobytes(), np.uint8)
+    assert not data.flags.writeable
+
+    class Msg:      # a duck-typed message: rosbags gives its fields like this
+        height, width, step, encoding = 6, 10, 30, 'bgr8'
+
+    Msg.data = data
+    np.testing.assert_array_equal(conv.image_to_rgb(Msg), rgb)
+
+
+@pytest.mark.parametrize('height, width', [(375, 1242), (3, 5), (1, 1)])
+def test_empty_depth_image_filled_in_place_equals_depth_to_image(height, width):
+    """Writing into the view fills the message: same fields and bytes as depth_to_image."""
+    rng = np.random.default_rng(height)
+    depth = (rng.random((height, width)) * 80 + 0.1).astype(np.float32)
+    depth.ravel()[::7] = np.nan
+    header = Header(frame_id='camera_optical')
+    header.stamp.sec, header.stamp.nanosec = 3, 4
+    msg, view = conv.empty_depth_image(header, height, width)
+    assert view.shape == (height, width) and view.dtype == np.float32
+    assert not np.any(view)         # zeros until written
+    view[...] = depth
+    reference = conv.depth_to_image(depth, header)
+    for field in ('height', 'width', 'encoding', 'is_bigendian', 'step'):
+        assert getattr(msg, field) == getattr(reference, field), field
+    assert msg.encoding == '32FC1' and msg.step == width * 4
+    assert msg.header.stamp.sec == 3 and msg.header.frame_id == 'camera_optical'
+    assert msg.data.tobytes() == reference.data.tobytes()
+    decoded = image_to_depth(msg)
+    np.testing.assert_array_equal(decoded, depth)       # NaN where NaN (array_equal: nan ok)
+    assert np.array_equal(np.isnan(decoded), np.isnan(depth))
+
+
+def test_copy_camera_info_equals_scaling_by_one_and_shares_nothing():
+    """The same-size copy has the values the scaling path computes, in new arrays."""
+    from fmdepth_ros.geometry import scale_intrinsics
+    K = np.array([[721.5, 0, 609.6], [0, 721.5, 172.9], [0, 0, 1]])
+    info = conv.camera_info_for(Header(frame_id='cam'), K, 1242, 375)
+    info.d = [0.1, -0.2, 0.001, 0.002, 0.03]
+    info.p[3] = -387.6
+    info.roi.x_offset, info.roi.width, info.roi.do_rectify = 3, 1000, True
+    info.binning_x = 2
+    header = Header(frame_id='other')
+    out = conv.scaled_camera_info(info, 1242, 375, header)
+    assert out.header.frame_id == 'other' and (out.width, out.height) == (1242, 375)
+    np.testing.assert_array_equal(out.k, scale_intrinsics(np.reshape(info.k, (3, 3)), 1.0,
+                                                          1.0).ravel())
+    np.testing.assert_array_equal(out.p, scale_intrinsics(np.reshape(info.p, (3, 4)), 1.0,
+                                                          1.0).ravel())
+    np.testing.assert_array_equal(out.r, info.r)
+    assert list(out.d) == list(info.d) and out.distortion_model == info.distortion_model
+    assert out.roi == info.roi and out.binning_x == 2
+    for field in ('k', 'r', 'p'):
+        assert not np.shares_memory(getattr(out, field), getattr(info, field))
+    out.k[0] = 1.0
+    assert info.k[0] == 721.5
+    assert conv.copy_camera_info(info).header.frame_id == 'cam'

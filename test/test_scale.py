@@ -57,3 +57,19 @@ def test_fixed_and_none_modes_and_validation():
     with pytest.raises(ValueError, match='factor'):
         scaler.configure(mode='fixed', factor=-1.0)
     assert scaler.mode == 'none'
+
+
+@pytest.mark.parametrize('scale', [1.0, 2.5, 0.01])
+def test_scale_and_mask_equals_the_straightforward_version(scale):
+    """In-place scale + NaN mask gives the values of multiply-then-boolean-index."""
+    from fmdepth_ros.runtime.scale import scale_and_mask
+    rng = np.random.default_rng(5)
+    depth = (rng.random((37, 53)) * 150).astype(np.float32)
+    depth.ravel()[::11] = np.nan
+    depth[0, :4] = [np.inf, -np.inf, 0.1, 100.0]      # the bounds themselves stay valid
+    expected = depth * np.float32(scale)
+    expected[~((expected >= 0.1) & (expected <= 100.0))] = np.nan
+    out = depth.copy()
+    assert scale_and_mask(out, scale, 0.1, 100.0) is out
+    np.testing.assert_array_equal(out, expected)
+    assert out.dtype == np.float32

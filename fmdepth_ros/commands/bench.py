@@ -45,6 +45,10 @@ def configure_parser(parser):
                         help='optimised path without CUDA graphs (CUDA only)')
     parser.add_argument('--node-frames', type=int, default=None,
                         help='frames for the node end-to-end latency (0 = skip)')
+    parser.add_argument('--node-sizes', default=None,
+                        help='camera image sizes WxH fed to the node, comma-separated, each '
+                             'timed stage by stage (default: the first network size and '
+                             '1242x375, a KITTI frame); the network runs at the first --sizes')
     parser.add_argument('--refine-frames', type=int, default=None,
                         help='inference frames while refining (0 = skip the refinement row)')
     parser.add_argument('--refine-iterations', type=int, default=None,
@@ -87,6 +91,8 @@ def run(args, node_latency=None):
         if not os.path.isdir(parent):
             raise CliError(f'--json: directory {parent} does not exist')
     sizes = benchmark.parse_sizes(value['sizes'])
+    node_sizes = benchmark.parse_camera_sizes(
+        args.node_sizes or f'{sizes[0][0]}x{sizes[0][1]},{benchmark.KITTI_SIZE}')
     encoders = benchmark.parse_encoders(value['encoders'])
     opts = benchmark.optimised_options(device, args)
     result = {'device': device, 'device_name': benchmark.describe_device(device),
@@ -111,15 +117,16 @@ def run(args, node_latency=None):
             w, h, enc, device, value['frames'], value['warmup'], frames_by_size[(w, h)][0],
             args.decoder, args.backend))
     result['node'] = None
-    if value['node_frames'] > 0:
-        print(f'... node end-to-end {width}x{height} ResNet-{encoder}', flush=True)
-        result['node'] = benchmark.bench_node(
+    result['node_overhead'] = []
+    for camera in (node_sizes if value['node_frames'] > 0 else []):
+        print(f'... node end-to-end, {camera[0]}x{camera[1]} camera, {width}x{height} '
+              f'ResNet-{encoder}', flush=True)
+        cam_images, cam_K = ((images, K) if camera == (width, height)
+                             else benchmark.sample_frames(*camera))
+        result['node_overhead'].append(benchmark.bench_node(
             width, height, encoder, device, opts, value['node_frames'],
-            min(value['warmup'], 10), images, K, args.decoder, node_latency)
-    result['node_overhead_ms'] = None
-    if result['node'] and 'median_ms' in result['node']:
-        result['node_overhead_ms'] = (result['node']['median_ms']
-                                      - result['models'][0]['optimised']['median_ms'])
+            min(value['warmup'], 10), cam_images, cam_K, args.decoder, node_latency))
+    result.update(benchmark.node_overhead_summary(result))
     result['refinement'] = None
     if value['refine_frames'] > 0:
         print(f'... online refinement {width}x{height} ResNet-{encoder}', flush=True)

@@ -54,7 +54,7 @@ from fmdepth_ros.ros.diagnostics import build_diagnostics, NodeStats
 from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningThrottle
 from fmdepth_ros.ros.model_setup import inference_options, load_model, StartupError
 from fmdepth_ros.ros.tf_publisher import OdometryChain, StaticTransforms, TfBroadcaster
-from fmdepth_ros.runtime.scale import DepthScaler
+from fmdepth_ros.runtime.scale import DepthScaler, scale_and_mask
 from fmdepth_ros.runtime.worker import BoundedWorker
 from nav_msgs.msg import Odometry
 import numpy as np
@@ -96,6 +96,8 @@ class DepthNode(LifecycleNode):
         self.stats = NodeStats()
         self.predictor = self.pose_estimator = self.refiner = self.scaler = None
         self.frames = None
+        #: optional :class:`runtime.stage_timer.StageTimer` (``fmdepth bench``): None = untimed
+        self.stage_timer = None
         self.configure_error = None
         self._inputs = []
         self._diag_timer = None
@@ -342,7 +344,21 @@ class DepthNode(LifecycleNode):
 
     def _process_queued(self, item):
         msg, convert, received = item
-        self._convert_and_process(msg, convert, received)
+        timer = self.stage_timer
+        if timer is not None:
+            timer.begin(stamp_to_ns(msg.header.stamp), start=received)
+            timer.event('received', received)
+            timer.mark('handoff')       # subscription callback -> inference thread
+        try:
+            self._convert_and_process(msg, convert, received)
+        finally:
+            if timer is not None:
+                timer.end()
+
+    def _mark(self, stage):
+        """Close ``stage`` of the attached stage timer (benchmarking only)."""
+        if self.stage_timer is not None:
+            self.stage_timer.mark(stage)
 
     def image_callback(self, msg):
         """Convert and process one sensor_msgs/Image now, on the calling thread; never raises.
@@ -355,6 +371,7 @@ class DepthNode(LifecycleNode):
     def _convert_and_process(self, msg, convert, received=None):
         try:
             rgb = convert(msg)
+            self._mark('convert')
         except ValueError as exc:
             self.warnings.warn('bad_image', f'dropping image: {exc}')
             return
@@ -455,8 +472,12 @@ class DepthNode(LifecycleNode):
         if self._skipping:
             self.get_logger().info('subscriber present: inference resumed')
             self._skipping = False
+        self._mark('bookkeeping')
         info, K = self._camera_info_for(stamp_ns)
+        self._mark('camera_info_match')
         depth = self._publish_depth(header, rgb, info, K)
+        if self.stage_timer is not None:
+            self.stage_timer.event('published')
         net_image = cv2.resize(rgb, (self.cfg.model.width, self.cfg.model.height),
                                interpolation=cv2.INTER_AREA)
         K_net = None
@@ -464,9 +485,12 @@ class DepthNode(LifecycleNode):
             K_net = scale_intrinsics(K, self.cfg.model.width / float(width),
                                      self.cfg.model.height / float(height))
         self.window.push(stamp_ns, net_image, K_net)
+        self._mark('window')
         self._publish_motion(header)
         self._maybe_refine()
+        self._mark('refine_submit')
         self.stats.frame_done(time.perf_counter() - start, depth)
+        self._mark('stats')
 
     def _log_predictor_notes(self, logged):
         """Log the predictor's new fallback notes (compile/graph/OOM) through rclpy."""
@@ -475,10 +499,10 @@ class DepthNode(LifecycleNode):
             self.get_logger().warning(note)
         return len(notes)
 
-    def _predict_depth(self, rgb):
-        """Depth [H,W] float32 of ``rgb``; follows a CUDA OOM fallback of the predictor."""
+    def _predict_depth(self, rgb, out=None):
+        """Depth [H,W] float32 of ``rgb`` (into ``out`` if given); follows a CUDA OOM fallback."""
         try:
-            return self.predictor.predict(rgb)
+            return self.predictor.predict(rgb, out=out)
         finally:
             if len(self.predictor.notes) > self._notes_logged:
                 self._notes_logged = self._log_predictor_notes(self._notes_logged)
@@ -504,26 +528,32 @@ class DepthNode(LifecycleNode):
             return self.pose_estimator.estimate(earlier, later)
 
     def _publish_depth(self, header, rgb, info, K):
-        depth = self._predict_depth(rgb)
-        if K is not None:
-            depth, _ = self.scaler.apply(depth, K)
-        else:
-            depth = depth * np.float32(self.scaler.scale)
-        invalid = ~((depth >= self.params['min_depth']) & (depth <= self.params['max_depth']))
-        depth[invalid] = np.nan
-        self.depth_pub.publish(conv.depth_to_image(depth, header))
+        # the depth is written straight into the message's buffer, then scaled and masked in
+        # place: no copies of the [H, W] array between the network and the publish
+        depth_msg, depth = conv.empty_depth_image(header, rgb.shape[0], rgb.shape[1])
+        self._mark('depth_msg')
+        self._predict_depth(rgb, out=depth)
+        scale = self.scaler.update(depth, K) if K is not None else self.scaler.scale
+        scale_and_mask(depth, scale, self.params['min_depth'], self.params['max_depth'])
+        self._mark('scale_nan_mask')
+        self.depth_pub.publish(depth_msg)
+        self._mark('depth_publish')
         if info is not None:
             if (info.width, info.height) != (rgb.shape[1], rgb.shape[0]):
                 out_info = conv.scaled_camera_info(info, rgb.shape[1], rgb.shape[0], header)
             else:
                 out_info = conv.scaled_camera_info(info, info.width, info.height, header)
+            self._mark('camera_info_copy')
             self.info_pub.publish(out_info)
+            self._mark('camera_info_publish')
             if self.points_pub.get_subscription_count() > 0:
                 self._publish_points(header, depth, camera_info_to_K(out_info), rgb)
+                self._mark('points')
         if self.params['publish_colored'] and self.colored_pub.get_subscription_count() > 0:
             colours = conv.colorize_depth(depth, self.params['min_depth'],
                                           self.params['max_depth'])
             self.colored_pub.publish(conv.rgb_to_image(colours, header))
+            self._mark('colored')
         return depth
 
     def _publish_points(self, header, depth, K, rgb):
@@ -549,6 +579,7 @@ class DepthNode(LifecycleNode):
         if previous is None:
             return
         T_prev_cur = self._estimate_pose(previous[1], self.window.frames[-1][1])
+        self._mark('pose_network')
         camera_frame = self.params['camera_frame'] or header.frame_id
         self.odometry.T_base_cam = self._base_to_camera(camera_frame)
         scale = self.scaler.scale
@@ -571,6 +602,7 @@ class DepthNode(LifecycleNode):
             self.tf.send([conv.make_transform(T_odom_base, header.stamp, self.params['odom_frame'],
                                               self.params['base_frame'])])
         self.stats.poses += 1
+        self._mark('odometry_tf')
 
     def _maybe_refine(self):
         if not self.params['refine']:

@@ -24,7 +24,8 @@ class NodeStats:
         self.errors = 0          # frames whose processing raised
         self.inexact_info = 0    # frames paired with a camera_info of another stamp
         self.swaps = 0           # refined weights swapped into inference
-        self.valid_fraction = math.nan
+        self._last_depth = None  # the latest published depth [H,W] (valid fraction on demand)
+        self._valid_fraction = math.nan
         self._times = collections.deque(maxlen=window)
         self._latencies = collections.deque(maxlen=window)
 
@@ -34,7 +35,18 @@ class NodeStats:
             self.published += 1
             self._times.append(time.monotonic())
             self._latencies.append(latency_s)
-            self.valid_fraction = float(np.isfinite(depth).mean()) if depth is not None else 0.0
+            # counted when the diagnostics ask (once a period), not for every frame
+            self._last_depth = depth
+            self._valid_fraction = None if depth is not None else 0.0
+
+    @property
+    def valid_fraction(self):
+        """Fraction of finite pixels in the latest published depth (nan before any frame)."""
+        with self._lock:
+            if self._valid_fraction is None:
+                self._valid_fraction = float(np.isfinite(self._last_depth).mean())
+                self._last_depth = None
+            return self._valid_fraction
 
     def rate_hz(self):
         """Return published frames per second over the window (0 with fewer than two frames)."""

@@ -17,7 +17,10 @@ difference of (b) against (a). Then, for the first size and encoder:
 
 * the end-to-end node latency through real rclpy, in-process: a probe node publishes
   ``sensor_msgs/Image`` on ``image`` and times the arrival of ``depth/image`` from
-  :class:`fmdepth_ros.ros.depth_node.DepthNode` (skipped with a note when rclpy is missing);
+  :class:`fmdepth_ros.ros.depth_node.DepthNode` (skipped with a note when rclpy is missing),
+  for each camera size of ``--node-sizes`` (default the network size and a 1242x375 KITTI
+  frame), stage by stage inside the node; the node overhead of a frame is its end-to-end
+  latency minus its own network forward (:mod:`fmdepth_ros.ros.tools.bench_node`);
 * online refinement (:class:`runtime.refinement.OnlineRefiner`) iterations/s while inference
   runs, and the inference slow-down it causes.
 
@@ -37,6 +40,9 @@ import torch
 import torch.nn.functional as F
 
 ENCODERS = (18, 34, 50)
+
+#: camera size of a KITTI raw frame (W x H), the second default ``--node-sizes`` entry
+KITTI_SIZE = '1242x375'
 
 #: defaults per device type: on the CPU small enough to finish in a couple of minutes
 DEFAULTS = {
@@ -60,6 +66,22 @@ def parse_sizes(text):
         if width <= 0 or height <= 0 or width % 32 or height % 32:
             raise CliError(f'--sizes: {width}x{height} must be positive multiples of 32')
         sizes.append((width, height))
+    return sizes
+
+
+def parse_camera_sizes(text):
+    """``'640x192,1242x375'`` -> ``[(640, 192), (1242, 375)]``: camera sizes, any >= 8x8."""
+    sizes = []
+    for item in str(text).split(','):
+        parts = item.strip().lower().split('x')
+        try:
+            width, height = (int(v) for v in parts)
+        except ValueError:
+            raise CliError(f'--node-sizes: {item.strip()!r} is not WxH (e.g. 1242x375)') from None
+        if width < 8 or height < 8:
+            raise CliError(f'--node-sizes: {width}x{height} is smaller than 8x8')
+        if (width, height) not in sizes:
+            sizes.append((width, height))
     return sizes
 
 
@@ -378,6 +400,72 @@ def bench_node(width, height, encoder, device, opts, frames, warmup, images, K,
     return node_latency(cfg, device, opts, frames, warmup, images, K)
 
 
+def node_overhead_summary(result):
+    """Return the node keys of a bench ``result`` from its ``node_overhead`` rows (per camera).
+
+    ``node``: the row whose camera size is the network size (else the first); ``node_overhead_ms``:
+    its overhead, end-to-end minus the same frames' network forward (medians of per-frame
+    differences); ``node_overhead_ms_by_size``: the same per camera size;
+    ``node_overhead_subtracted_ms``: the older estimate, node end-to-end median minus the
+    optimised path's median of the model table (two runs: noisy on a shared CPU).
+    """
+    rows = [r for r in result.get('node_overhead') or [] if 'overhead_ms' in r]
+    out = {'node': None, 'node_overhead_ms': None, 'node_overhead_ms_by_size': {},
+           'node_overhead_subtracted_ms': None}
+    skipped = [r for r in result.get('node_overhead') or [] if 'skipped' in r]
+    if not rows:
+        out['node'] = skipped[0] if skipped else None
+        return out
+    node = next((r for r in rows if r['camera_size'] == r['size']), rows[0])
+    out['node'] = node
+    out['node_overhead_ms'] = node['overhead_ms']
+    out['node_overhead_ms_by_size'] = {r['camera_size']: r['overhead_ms'] for r in rows}
+    models = result.get('models') or []
+    if node['camera_size'] == node['size'] and models:
+        out['node_overhead_subtracted_ms'] = (node['median_ms']
+                                              - models[0]['optimised']['median_ms'])
+    return out
+
+
+def format_node_overhead(rows):
+    """Text table of the per-stage node medians: one column pair (wall / cpu ms) per camera."""
+    names = []
+    for row in rows:
+        names += [n for n in row['stages'] if n not in names]
+    width = 22
+    header = f'{"stage (median ms)":<{width}}' + ''.join(
+        f' {row["camera_size"] + " wall/cpu":>22}' for row in rows)
+    lines = [f'node stages (network {rows[0]["size"]} R{rows[0]["encoder"]}, one frame in '
+             f'flight, {rows[0]["frames"]} frames; cpu = the stage thread\'s CPU time):',
+             header, '-' * len(header)]
+
+    def cell(stage):
+        if stage is None:
+            return f' {"-":>22}'
+        cpu = '-' if stage['cpu_ms'] is None else f'{stage["cpu_ms"]:.2f}'
+        return f' {stage["wall_ms"]:>13.2f} / {cpu:>6}'
+
+    for after in (False, True):
+        if after:
+            lines.append('after depth/image is published (frame rate, not latency):')
+        for name in names:
+            if any(row['stages'].get(name, {}).get('after_publish') != after
+                   for row in rows if name in row['stages']):
+                continue
+            cells = ''.join(cell(row['stages'].get(name)) for row in rows)
+            lines.append(f'{name:<{width}}{cells}')
+    for label, key in (('end-to-end', 'median_ms'), ('network', 'network_ms'),
+                       ('overhead (e2e-network)', 'overhead_ms'),
+                       ('overhead p99', 'overhead_p99_ms'),
+                       ('= transport+handoff', 'transport_ms'),
+                       ('+ node work', 'node_work_ms'),
+                       ('node work, cpu', 'node_work_cpu_ms'),
+                       ('after-publish work', 'after_publish_ms')):
+        if all(key in row for row in rows):
+            lines.append(f'{label:<{width}}' + ''.join(f' {row[key]:>22.2f}' for row in rows))
+    return '\n'.join(lines)
+
+
 # ----------------------------------------------------------------------------- refinement
 def bench_refinement(width, height, encoder, device, opts, frames, warmup, images, K,
                      iterations, decoder='featdepth'):
@@ -477,15 +565,25 @@ def format_table(result):
     elif 'skipped' in node:
         lines.append(f'node end-to-end: skipped: {node["skipped"]}')
     else:
-        lines.append(f'node end-to-end (Image published -> depth/image received, rclpy '
-                     f'in-process, {node["size"]} R{node["encoder"]}, optimised path): median '
-                     f'{node["median_ms"]:.2f} ms, p99 {node["p99_ms"]:.2f} ms, '
-                     f'{node["frames"]} frames')
+        for row in result.get('node_overhead') or [node]:
+            if 'skipped' in row:
+                lines.append(f'node end-to-end, {row.get("camera_size", "?")} camera: '
+                             f'skipped: {row["skipped"]}')
+                continue
+            lines.append(f'node end-to-end (Image published -> depth/image received, rclpy '
+                         f'in-process, {row["camera_size"]} camera, {row["size"]} '
+                         f'R{row["encoder"]}, optimised path): median {row["median_ms"]:.2f} '
+                         f'ms, p99 {row["p99_ms"]:.2f} ms, {row["frames"]} frames; overhead '
+                         f'(minus the same frames\' network) {row["overhead_ms"]:.2f} ms')
+        rows = [r for r in result.get('node_overhead') or [] if 'stages' in r]
+        if rows:
+            lines += ['', format_node_overhead(rows), '']
     for backends in result.get('backends') or []:
         lines += ['', format_backends(backends)]
-    if result.get('node_overhead_ms') is not None:
-        lines.append(f'node overhead (node end-to-end median minus the optimised path '
-                     f'median): {result["node_overhead_ms"]:.1f} ms')
+    if result.get('node_overhead_subtracted_ms') is not None:
+        lines.append(f'node overhead, older estimate (node end-to-end median minus the '
+                     f'optimised path median of the table): '
+                     f'{result["node_overhead_subtracted_ms"]:.1f} ms')
     ref = result.get('refinement')
     if ref is None:
         lines.append('online refinement: not run (--refine-frames 0)')

@@ -11,7 +11,11 @@ Per frame, :class:`DepthPredictor` does:
 3. the DepthNet forward (optionally under fp16/bf16 autocast, channels_last, ``torch.compile``,
    and on CUDA inside a captured CUDA graph);
 4. on the device: the scale-0 disparity is resized back to the input resolution and turned
-   into depth with ``disp_to_depth``; one copy brings the ``[H, W]`` depth back to the host.
+   into depth with ``disp_to_depth``; one copy brings the ``[H, W]`` depth back to the host
+   (on the CPU the depth buffer is the host buffer: no copy).
+
+With a :class:`runtime.stage_timer.StageTimer` attached (``stage_timer``, by ``fmdepth bench``)
+the pre-processing, network and post-processing are timed separately.
 
 Buffers are allocated once per input size (re-allocated only when the size changes), so the
 steady state allocates no large tensors beyond what the network itself needs (and under CUDA
@@ -291,6 +295,8 @@ class DepthPredictor:
         self._min_disp = 1.0 / self._max_depth
         self._lock = threading.RLock()
         self._swap_lock = threading.RLock()
+        #: optional :class:`runtime.stage_timer.StageTimer` (``fmdepth bench``): None = untimed
+        self.stage_timer = None
         self.net = copy.deepcopy(_unwrap_depth_net(depth_net)).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -346,6 +352,14 @@ class DepthPredictor:
                               enabled=dtype is not None and not self.cast_weights,
                               cache_enabled=False)
 
+    def _mark(self, stage):
+        """Close ``stage`` of the attached stage timer (waits for the device first)."""
+        timer = self.stage_timer
+        if timer is None:
+            return
+        self._synchronize()
+        timer.mark(stage)
+
     def _network_disp(self):
         """Forward on the static input; returns the scale-0 disparity as float32."""
         with self._autocast():
@@ -356,7 +370,9 @@ class DepthPredictor:
     def _pipeline(self):
         """Every device-side step of one frame, reading/writing only the static buffers."""
         _to_network_input(self._uploader.device_u8, self._net_in)
+        self._mark('preprocess')
         disp = self._network_disp()
+        self._mark('network')
         if self._disp is None:
             self._disp = torch.empty_like(disp, memory_format=torch.contiguous_format)
         # NaN disparity (a diverged network) stays NaN down to the depth: replacing it would
@@ -367,18 +383,23 @@ class DepthPredictor:
         if scaled.shape[-2:] != (height, width):
             scaled = F.interpolate(scaled, size=(height, width), mode='bilinear',
                                    align_corners=False)
-        self._depth.copy_(1.0 / scaled.clamp_(min=self._min_disp))
+        # into the static buffer, no temporary: bitwise what ``1.0 / x`` gives (torch computes
+        # ``x.reciprocal() * 1.0``)
+        torch.reciprocal(scaled.clamp_(min=self._min_disp), out=self._depth)
 
     def _ensure_buffers(self, height, width):
         if not self._uploader.ensure(height, width):
             return
         pin = self.device.type == 'cuda'
-        self._depth = torch.empty((1, 1, height, width), device=self.device)
         self._depth_host = torch.empty((height, width), pin_memory=pin)
+        # on the CPU the depth buffer is the host buffer itself (no device -> host copy)
+        self._depth = (torch.empty((1, 1, height, width), device=self.device) if pin
+                       else self._depth_host.view(1, 1, height, width))
         self._graph = None
 
     def _capture_graph(self):
         """Warm up on a side stream, then capture ``_pipeline`` into a CUDA graph."""
+        timer, self.stage_timer = self.stage_timer, None   # no synchronize while capturing
         try:
             current = torch.cuda.current_stream(self.device)
             side = torch.cuda.Stream(self.device)
@@ -401,6 +422,8 @@ class DepthPredictor:
             torch.cuda.synchronize(self.device)
             self._warn(f'CUDA graph capture failed ({type(exc).__name__}: '
                        f'{_first_line(exc)}); running without graphs')
+        finally:
+            self.stage_timer = timer
 
     def _run_device(self):
         if self.cuda_graphs and not self._graph_failed:
@@ -408,6 +431,7 @@ class DepthPredictor:
                 self._capture_graph()
             if self._graph is not None:
                 self._graph.replay()
+                self._mark('graph')     # pre-processing, network, post-processing in one
                 return
         self._pipeline()
 
@@ -430,7 +454,8 @@ class DepthPredictor:
                 self._setup_device()
                 self._run(image, want_disparity)
                 return
-            self._depth_host.copy_(self._depth[0, 0], non_blocking=True)
+            if self._depth.data_ptr() != self._depth_host.data_ptr():
+                self._depth_host.copy_(self._depth[0, 0], non_blocking=True)
             if want_disparity:
                 if self._disp_host is None or self._disp_host.shape != self._disp.shape[-2:]:
                     self._disp_host = torch.empty(tuple(self._disp.shape[-2:]),
@@ -481,8 +506,10 @@ class DepthPredictor:
             self._run_with_fallback(image)
             if out is not None:
                 np.copyto(out, self._depth_host.numpy())
-                return out
-            return self._depth_host.numpy().copy()
+            else:
+                out = self._depth_host.numpy().copy()
+            self._mark('postprocess')
+            return out
 
     def predict_disparity(self, image) -> np.ndarray:
         """Scale-0 sigmoid disparity ``[h', w']`` float32 in (0, 1) at the network output size.

@@ -100,6 +100,21 @@ def camera_height_from_depth(depth, K, lower_fraction=0.4, max_tilt_deg=30.0,
     return d
 
 
+def scale_and_mask(depth, scale, min_depth, max_depth):
+    """In place: ``depth *= scale``, then NaN outside ``[min_depth, max_depth]`` (REP-118).
+
+    ``depth``: writable ``[H, W]`` float32 metres; NaN stays NaN. Returns ``depth``. The same
+    values as ``d = depth * float32(scale); d[~((d >= lo) & (d <= hi))] = nan`` without its
+    temporaries (a scale of exactly 1 skips the multiply: ``x * 1`` is ``x``).
+    """
+    if scale != 1.0:
+        np.multiply(depth, np.float32(scale), out=depth)
+    invalid = depth < min_depth
+    invalid |= depth > max_depth
+    np.copyto(depth, np.float32(np.nan), where=invalid)
+    return depth
+
+
 class DepthScaler:
     """Applies the configured ``scale_mode`` to depth maps and reports the scale in use."""
 

@@ -39,10 +39,17 @@ def _image(height, width, seed=0):
 
 
 def _reference_depth(net, cfg, image):
-    """Plain eager fp32 pipeline written independently: CPU resize, forward, resize back."""
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-    x = F.interpolate(x, size=(cfg.model.height, cfg.model.width), mode='bilinear',
-                      align_corners=False, antialias=True)
+    """Plain eager fp32 pipeline written independently: CPU resize, forward, resize back.
+
+    The CPU resize is antialiased bilinear on the uint8 pixels (as torchvision's ``Resize`` on
+    a uint8 tensor), then ``/ 255``.
+    """
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    if x.shape[-2:] != (cfg.model.height, cfg.model.width):
+        x = F.interpolate(x.contiguous(memory_format=torch.channels_last),
+                          size=(cfg.model.height, cfg.model.width), mode='bilinear',
+                          align_corners=False, antialias=True)
+    x = x.float() / 255.0
     with torch.no_grad():
         disp = net(x)[0]
     scaled, _ = disp_to_depth(disp, cfg.model.min_depth, cfg.model.max_depth)
@@ -397,3 +404,19 @@ def test_pose_fallback_to_cpu_never_loses_a_concurrent_weight_swap(cfg):
     dark, bright = np.full((40, 40, 3), 10, np.uint8), np.full((40, 40, 3), 90, np.uint8)
     T = estimator.estimate(dark, bright)
     np.testing.assert_allclose(T[:3, 3], [0.0, 0.0, -2.0], atol=1e-6)
+
+
+@pytest.mark.parametrize('size', [(375, 1242), (50, 90), (100, 90), (7, 5)])
+def test_cpu_preprocessing_is_within_one_grey_level_of_a_float_resize(size):
+    """The uint8 resize of the CPU path: at most 1/255 from resizing the same frame in float."""
+    from fmdepth_ros.runtime.inference import _to_network_input
+    image = torch.from_numpy(_image(*size, seed=5))
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        out = torch.empty(1, 3, 64, 192).contiguous(memory_format=memory_format)
+        _to_network_input(image, out)
+        x = image.permute(2, 0, 1)[None].float() / 255.0
+        shrink = size[0] > 64 or size[1] > 192
+        ref = F.interpolate(x, size=(64, 192), mode='bilinear', align_corners=False,
+                            antialias=shrink)
+        assert float((out - ref).abs().max()) <= 1.0 / 255 + 1e-6
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0

@@ -21,12 +21,11 @@ import time
 from fmdepth_ros.config import save_config
 from fmdepth_ros.messages import stamp_to_ns
 from fmdepth_ros.ros import conversions as conv
-from fmdepth_ros.ros.depth_node import DepthNode
+from fmdepth_ros.ros.depth_node import DepthNode, node_executor
 from fmdepth_ros.runtime.inference import DepthPredictor
 from fmdepth_ros.runtime.stage_timer import StageTimer
 import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -85,7 +84,7 @@ def _node_and_probe(cfg, device, opts):
             image_pub = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
             info_pub = probe.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
             probe.create_subscription(Image, 'depth/image', on_depth, 10)
-            executor = MultiThreadedExecutor(num_threads=3, context=context)
+            executor = node_executor(context)   # what depth_node's main() spins
             executor.add_node(node)
             executor.add_node(probe)
             thread = threading.Thread(target=executor.spin, daemon=True)

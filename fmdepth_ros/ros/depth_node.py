@@ -37,6 +37,9 @@ the oldest when inference falls behind (counted, with a throttled warning). came
 executor: a callback that keeps its group busy for a whole inference makes rclpy's
 MultiThreadedExecutor spin without sleeping while the next image waits (measured: ~800 empty
 wake-ups per frame; the spinning thread holds the GIL and cut throughput ~4x on 2 cores).
+Since every callback only queues or caches, ``main`` spins one ``SingleThreadedExecutor``
+(:func:`node_executor`); the callback groups keep the node correct under a multi-threaded
+executor too (tests and other hosts may spin it with one).
 """
 
 import signal

@@ -718,7 +718,14 @@ def main(args=None):
         node = DepthNode()
         executor = node_executor()
         executor.add_node(node)
-        executor.spin()
+        try:
+            executor.spin()
+        except Exception:
+            # SIGINT makes rclpy shut the context down; the single-threaded executor then
+            # fails in its next wait ("context is not valid") instead of raising
+            # ExternalShutdownException: that is the shutdown, not an error
+            if rclpy.ok():
+                raise
     except StartupError as exc:
         print(f'depth_node: error: {exc}', file=sys.stderr)
         code = 1

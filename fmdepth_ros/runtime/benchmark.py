@@ -54,15 +54,21 @@ DEFAULTS = {
 
 
 # ----------------------------------------------------------------------------- arguments
-def parse_sizes(text):
-    """``'640x192,1024x320'`` -> ``[(640, 192), (1024, 320)]`` (W, H); CliError when invalid."""
-    sizes = []
+def _wxh_items(text, option, example):
+    """Yield ``(width, height)`` of a ``'WxH,WxH'`` list; CliError names ``option``."""
     for item in str(text).split(','):
         parts = item.strip().lower().split('x')
         try:
             width, height = (int(v) for v in parts)
         except ValueError:
-            raise CliError(f'--sizes: {item.strip()!r} is not WxH (e.g. 640x192)') from None
+            raise CliError(f'{option}: {item.strip()!r} is not WxH (e.g. {example})') from None
+        yield width, height
+
+
+def parse_sizes(text):
+    """``'640x192,1024x320'`` -> ``[(640, 192), (1024, 320)]`` (W, H); CliError when invalid."""
+    sizes = []
+    for width, height in _wxh_items(text, '--sizes', '640x192'):
         if width <= 0 or height <= 0 or width % 32 or height % 32:
             raise CliError(f'--sizes: {width}x{height} must be positive multiples of 32')
         sizes.append((width, height))
@@ -72,12 +78,7 @@ def parse_sizes(text):
 def parse_camera_sizes(text):
     """``'640x192,1242x375'`` -> ``[(640, 192), (1242, 375)]``: camera sizes, any >= 8x8."""
     sizes = []
-    for item in str(text).split(','):
-        parts = item.strip().lower().split('x')
-        try:
-            width, height = (int(v) for v in parts)
-        except ValueError:
-            raise CliError(f'--node-sizes: {item.strip()!r} is not WxH (e.g. 1242x375)') from None
+    for width, height in _wxh_items(text, '--node-sizes', '1242x375'):
         if width < 8 or height < 8:
             raise CliError(f'--node-sizes: {width}x{height} is smaller than 8x8')
         if (width, height) not in sizes:

@@ -56,6 +56,7 @@ from fmdepth_ros.ros import params as node_params
 from fmdepth_ros.ros.diagnostics import build_diagnostics, NodeStats
 from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningThrottle
 from fmdepth_ros.ros.model_setup import inference_options, load_model, StartupError
+from fmdepth_ros.ros.subscriptions import create_destroyable_subscription
 from fmdepth_ros.ros.tf_publisher import OdometryChain, StaticTransforms, TfBroadcaster
 from fmdepth_ros.runtime.scale import DepthScaler, scale_and_mask
 from fmdepth_ros.runtime.worker import BoundedWorker
@@ -271,14 +272,15 @@ class DepthNode(LifecycleNode):
                                'reliability': qos_profile_sensor_data.reliability,
                                'durability': qos_profile_sensor_data.durability})
         if self.params['use_compressed']:
-            image = self.create_subscription(CompressedImage, 'image/compressed',
-                                             self._queue_compressed, in_qos,
-                                             callback_group=self.image_group)
+            image = create_destroyable_subscription(self, CompressedImage, 'image/compressed',
+                                                    self._queue_compressed, in_qos,
+                                                    callback_group=self.image_group)
         else:
-            image = self.create_subscription(Image, 'image', self._queue_image, in_qos,
-                                             callback_group=self.image_group)
-        info = self.create_subscription(CameraInfo, 'camera_info', self.camera_info_callback,
-                                        in_qos, callback_group=self.aux_group)
+            image = create_destroyable_subscription(self, Image, 'image', self._queue_image,
+                                                    in_qos, callback_group=self.image_group)
+        info = create_destroyable_subscription(self, CameraInfo, 'camera_info',
+                                               self.camera_info_callback, in_qos,
+                                               callback_group=self.aux_group)
         self._inputs = [image, info]
         self._diag_timer = self.create_timer(float(self.params['diagnostics_period']),
                                              self.publish_diagnostics,

@@ -11,8 +11,8 @@ Per frame, :class:`DepthPredictor` does:
 3. the DepthNet forward (optionally under fp16/bf16 autocast, channels_last, ``torch.compile``,
    and on CUDA inside a captured CUDA graph);
 4. on the device: the scale-0 disparity is resized back to the input resolution and turned
-   into depth with ``disp_to_depth``; one copy brings the ``[H, W]`` depth back to the host
-   (on the CPU the depth buffer is the host buffer: no copy).
+   into depth (``scaled_disparity``, then 1/x, in the static buffers); one copy brings the
+   ``[H, W]`` depth back to the host (on the CPU the depth buffer is the host buffer: no copy).
 
 With a :class:`runtime.stage_timer.StageTimer` attached (``stage_timer``, by ``fmdepth bench``)
 the pre-processing, network and post-processing are timed separately.
@@ -45,7 +45,7 @@ import time
 from typing import Optional, Tuple
 
 from fmdepth_ros.geometry import pose_from_axisangle
-from fmdepth_ros.networks.depth_net import disp_to_depth
+from fmdepth_ros.networks.depth_net import scaled_disparity
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -337,6 +337,7 @@ class DepthPredictor:
         self._net_in = torch.empty((1, 3, h, w), device=self.device,
                                    dtype=dtype).contiguous(memory_format=fmt)
         self._disp = None        # [1, 1, h', w'] float32, scale-0 disparity
+        self._scaled = None      # [1, 1, h', w'] float32 1/m, its scaled disparity
         self._depth = None       # [1, 1, H, W] float32 metres at the input size
         self._depth_host = None  # [H, W] float32 (pinned on CUDA)
         self._disp_host = None   # [h', w'] float32 (pinned on CUDA)
@@ -368,11 +369,10 @@ class DepthPredictor:
         timer.mark(stage)
 
     def _network_disp(self):
-        """Forward on the static input; returns the scale-0 disparity as float32."""
+        """Forward on the static input; returns the scale-0 disparity (the network's dtype)."""
         with self._autocast():
             outputs = self._forward(self._net_in)
-        disp = outputs[0] if isinstance(outputs, dict) else outputs
-        return disp.float()
+        return outputs[0] if isinstance(outputs, dict) else outputs
 
     def _pipeline(self):
         """Every device-side step of one frame, reading/writing only the static buffers."""
@@ -381,13 +381,17 @@ class DepthPredictor:
         disp = self._network_disp()
         self._mark('network')
         if self._disp is None:
-            self._disp = torch.empty_like(disp, memory_format=torch.contiguous_format)
+            self._disp = torch.empty(disp.shape, dtype=torch.float32, device=disp.device)
+            self._scaled = torch.empty_like(self._disp)
         # NaN disparity (a diverged network) stays NaN down to the depth: replacing it would
-        # turn it into a valid-looking max_depth pixel
-        self._disp.copy_(disp)
+        # turn it into a valid-looking max_depth pixel. Every step below writes into the
+        # static buffers (no per-frame temporaries unless the camera size differs).
+        self._disp.copy_(disp)                  # float32, contiguous
         height, width = self._uploader.size
-        scaled, _ = disp_to_depth(self._disp, self._min_depth, self._max_depth)
-        if scaled.shape[-2:] != (height, width):
+        same_size = tuple(self._disp.shape[-2:]) == (height, width)
+        scaled = scaled_disparity(self._disp, self._min_depth, self._max_depth,
+                                  out=self._depth if same_size else self._scaled)
+        if not same_size:
             scaled = F.interpolate(scaled, size=(height, width), mode='bilinear',
                                    align_corners=False)
         # into the static buffer, no temporary: bitwise what ``1.0 / x`` gives (torch computes

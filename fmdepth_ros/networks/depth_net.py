@@ -116,5 +116,5 @@ class DepthNet(nn.Module):
         return disp_to_depth(disp, self.min_depth, self.max_depth)[1]
 
 
-__all__ = ['DepthNet', 'disp_to_depth', 'scaled_disparity', 'check_input_size', 'luma_rgb', 'INPUT_MEAN', 'INPUT_STD',
-           'DECODERS']
+__all__ = ['DepthNet', 'disp_to_depth', 'scaled_disparity', 'check_input_size', 'luma_rgb',
+           'INPUT_MEAN', 'INPUT_STD', 'DECODERS']

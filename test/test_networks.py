@@ -3,6 +3,7 @@
 from fmdepth_ros.encoder_weights import read_encoder_weights
 from fmdepth_ros.networks import DepthNet, disp_to_depth, FeatureNet, load_encoder_weights, \
     PoseNet, ResNet, WeightsError
+from fmdepth_ros.networks.depth_net import scaled_disparity
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,6 +136,20 @@ def test_disp_to_depth_range_and_inverse():
     scaled, depth = disp_to_depth(disp, 0.1, 100.0)
     assert torch.allclose(depth[[0, 2]], torch.tensor([100.0, 0.1]))
     assert torch.allclose(scaled * depth, torch.ones(3))
+
+
+def test_scaled_disparity_in_place_is_bitwise_the_expression_and_keeps_gradients():
+    """``out=`` (into another tensor or the input itself) equals the out-of-place formula."""
+    disp = torch.rand(1, 1, 6, 10, generator=torch.Generator().manual_seed(0))
+    expected = 1.0 / 80.0 + (1.0 / 0.1 - 1.0 / 80.0) * disp
+    assert torch.equal(scaled_disparity(disp, 0.1, 80.0), expected)
+    out = torch.empty_like(disp)
+    assert scaled_disparity(disp, 0.1, 80.0, out=out) is out and torch.equal(out, expected)
+    aliased = disp.clone()
+    assert torch.equal(scaled_disparity(aliased, 0.1, 80.0, out=aliased), expected)
+    leaf = disp.clone().requires_grad_()
+    scaled_disparity(leaf, 0.1, 80.0).sum().backward()
+    assert torch.allclose(leaf.grad, torch.full_like(disp, 1.0 / 0.1 - 1.0 / 80.0))
 
 
 def test_pose_net_outputs_and_internal_resize():

@@ -56,7 +56,7 @@ def predict_eval_depth(depth_net, image, gt_shape, min_depth, max_depth):
 
 def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
                            median_scaling=True, scale=1.0, max_samples=None, progress=True,
-                           baselines=None):
+                           baselines=None, depth_forward=None):
     """Eigen metrics of ``model`` on every sample of ``dataset`` that has ground truth.
 
     Args:
@@ -71,6 +71,8 @@ def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
         baselines: {name: DepthNet (eval mode, on ``device``) or None}: further rows scored
             on the same images, always with median scaling and never refined; None is the
             constant-depth guess (after median scaling: the median of each image's GT).
+        depth_forward: optional ``image [1,3,h,w] -> {0: disp}`` used for the checkpoint row
+            instead of ``model.depth_net`` (e.g. an ONNX backend engine); not with refinement.
 
     Returns:
         :meth:`fmdepth_ros.metrics.DepthMetricAccumulator.result` (mean metrics,
@@ -92,7 +94,7 @@ def evaluate_depth_dataset(model, cfg, dataset, refine_steps=0, device='cpu',
             scores.skip()
             continue
         batch = collate_one(dataset[idx])
-        net = model.depth_net
+        net = model.depth_net if depth_forward is None else depth_forward
         if refine_steps > 0:
             from fmdepth_ros.runtime.refinement import refine_on_batch
 
@@ -265,7 +267,8 @@ def untrained_model(cfg, device='cpu'):
 
 def evaluate_data(model, cfg, data, split_file=None, gt_path=None, refine_steps=0,
                   device='cpu', median_scaling=True, scale=1.0, max_samples=None,
-                  intrinsics=None, odometry=True, progress=True, baselines=True):
+                  intrinsics=None, odometry=True, progress=True, baselines=True,
+                  depth_forward=None):
     """Depth metrics and ATE of ``model`` on the data directory ``data``; returns a dict.
 
     With ``baselines`` the same images and trajectories are also scored for the untrained
@@ -273,6 +276,7 @@ def evaluate_data(model, cfg, data, split_file=None, gt_path=None, refine_steps=
     pixel; one unit straight ahead per frame, :func:`constant_velocity`): ``results['baselines']
     = {'untrained': {'depth', 'odometry'}, 'constant': {'depth', 'odometry'}}``. The untrained
     row costs one more forward pass per image and per frame pair; the constant row nothing.
+    ``depth_forward``: see :func:`evaluate_depth_dataset` (PoseNet stays the torch one).
     """
     from fmdepth_ros.data import make_dataset
     from fmdepth_ros.stereo import has_stereo, temporal_ids
@@ -290,7 +294,7 @@ def evaluate_data(model, cfg, data, split_file=None, gt_path=None, refine_steps=
         results['depth'] = evaluate_depth_dataset(
             model, cfg, dataset, refine_steps=refine_steps, device=device,
             median_scaling=median_scaling, scale=scale, max_samples=max_samples,
-            progress=progress,
+            progress=progress, depth_forward=depth_forward,
             baselines={'untrained': untrained.depth_net, 'constant': None} if baselines else None)
     sources = pose_sources(dataset) if odometry else []
     if sources:

@@ -368,10 +368,39 @@ def test_backend_parameter_runs_the_node_on_onnxruntime(seq, tmp_path):
 
 
 def test_unknown_precision_is_a_startup_error():
-    """A precision outside auto/fp32/fp16/bf16 is refused at start-up with the choices."""
+    """A precision outside auto/fp32/fp16/bf16/int8 is refused at start-up with the choices."""
     with ros_graph() as context:
         with pytest.raises(StartupError, match='precision must be one of'):
-            make_node(context, precision='int8')
+            make_node(context, precision='int4')
+        with pytest.raises(StartupError, match='int8 runs on the onnxruntime or openvino'):
+            make_node(context, precision='int8')                # backend torch (default)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('openvino') is None
+                    or importlib.util.find_spec('onnxscript') is None,
+                    reason='openvino / onnxscript not installed (scripts/setup_env.sh)')
+def test_int8_on_openvino_calibrates_on_the_folder_and_serves_depth(seq, tmp_path,
+                                                                    monkeypatch):
+    """precision:=int8 backend:=openvino int8_calibration:=DIR: an int8 engine serves depth."""
+    import cv2
+    monkeypatch.setenv('FMDEPTH_CACHE_DIR', str(tmp_path / 'cache'))   # no weights: user cache
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for i, rgb in enumerate(seq.images[:6]):
+        cv2.imwrite(str(frames / f'{i:04d}.png'), rgb[:, :, ::-1])
+    with ros_graph() as context:
+        with pytest.raises(StartupError, match='int8_calibration: .*no such folder'):
+            make_node(context, backend='openvino', precision='int8',
+                      int8_calibration=str(tmp_path / 'missing'))
+        n = make_node(context, skip_without_subscribers=False, backend='openvino',
+                      precision='int8', int8_calibration=str(frames), camera_info_wait=0.0)
+        try:
+            assert n.predictor.backend == 'openvino'
+            assert n._inference_state()['precision'] == 'int8'
+            assert Feeder(n, seq).good(0)
+            assert len(list((tmp_path / 'cache').glob('depth-int8-*.onnx'))) == 1
+        finally:
+            n.destroy_node()
 
 
 def test_cuda_request_without_cuda_starts_on_cpu_with_one_warning(seq, capfd):

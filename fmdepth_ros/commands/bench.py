@@ -59,6 +59,9 @@ def configure_parser(parser):
                         choices=('all', 'torch', 'onnxruntime', 'openvino', 'tensorrt'),
                         help='also compare inference backends side by side (all: every '
                              'backend x precision x memory format that auto would time)')
+    parser.add_argument('--calibration', default=None, metavar='DIR',
+                        help='with --backend: also time onnxruntime and OpenVINO int8, '
+                             'calibrated on the camera images of DIR')
     parser.add_argument('--json', default=None, metavar='FILE',
                         help='also write every number to FILE (JSON, atomically)')
 
@@ -73,6 +76,8 @@ def run(args, node_latency=None):
         if args.threads < 1:
             raise CliError('--threads must be >= 1')
         torch.set_num_threads(args.threads)
+    if args.calibration and not args.backend:
+        raise CliError('--calibration adds int8 rows to --backend: give --backend too')
     try:
         device, warning = select_device(args.device)
     except ValueError as exc:
@@ -115,7 +120,7 @@ def run(args, node_latency=None):
         print(f'... backends ({args.backend}) {w}x{h} ResNet-{enc}', flush=True)
         result['backends'].append(benchmark.bench_backends(
             w, h, enc, device, value['frames'], value['warmup'], frames_by_size[(w, h)][0],
-            args.decoder, args.backend))
+            args.decoder, args.backend, args.calibration))
     result['node'] = None
     result['node_overhead'] = []
     for camera in (node_sizes if value['node_frames'] > 0 else []):

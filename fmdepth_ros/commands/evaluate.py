@@ -63,6 +63,17 @@ def add_common_arguments(parser):
                         metavar=('FX', 'FY', 'CX', 'CY'),
                         help='intrinsics of a folder of frames without calibration file')
     parser.add_argument('--no-odometry', action='store_true', help='skip the ATE evaluation')
+    parser.add_argument('--backend', default='torch',
+                        choices=('torch', 'onnxruntime', 'openvino', 'tensorrt'),
+                        help='--data: run the DepthNet on this backend (its ONNX export; '
+                             'default torch, the checkpoint as trained); with --bag use '
+                             '--param backend:=B')
+    parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16', 'int8'),
+                        help='--data with --backend: the backend precision (int8 needs '
+                             '--calibration)')
+    parser.add_argument('--calibration', default=None, metavar='DIR',
+                        help='int8: folder of camera images calibrating the quantised graph '
+                             '(use frames other than the evaluated ones)')
     parser.add_argument('--baselines', action=argparse.BooleanOptionalAction, default=True,
                         help='also score the untrained network of the same config and seed and '
                              'a constant guess (depth: one value per image after median '
@@ -140,6 +151,7 @@ def run(args):
     model, cfg, info = _load_model(args.checkpoint, device)
     cfg = cfg.merged({'refine': {'target': args.refine_target, 'lr': args.refine_lr}})
     median_scaling, scale, scaling = depth_scale(args.scaling, args.scale, cfg)
+    depth_forward, backend = _backend_forward(args, model, cfg, device)
     start = time.perf_counter()
     try:
         results = evaluation.evaluate_data(
@@ -148,17 +160,58 @@ def run(args):
             median_scaling=median_scaling, scale=scale,
             max_samples=args.max_samples, intrinsics=args.intrinsics,
             odometry=not args.no_odometry, progress=sys.stderr.isatty(),
-            baselines=args.baselines)
+            baselines=args.baselines, depth_forward=depth_forward)
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc).splitlines()[0]) from None
     results.update(checkpoint=os.path.abspath(args.checkpoint), step=info.get('step', 0),
                    data=os.path.abspath(args.data), split=args.split,
                    refine_steps=args.refine_steps, device=str(device),
                    refine_target=args.refine_target, refine_lr=args.refine_lr,
-                   scaling=scaling,
+                   scaling=scaling, backend=backend,
                    seconds=round(time.perf_counter() - start, 3))
+    if depth_forward is not None:
+        print(f'checkpoint row: DepthNet on {backend} (PoseNet and baselines: torch)')
     print(evaluation.format_table(results))
     if args.json:
         write_json_atomic(args.json, results)
         print(f'wrote {args.json}')
     return 0
+
+
+def _backend_forward(args, model, cfg, device):
+    """``(depth_forward or None, description)`` of ``--backend`` / ``--precision``.
+
+    ``depth_forward(image [1,3,h,w]) -> {0: disp}`` runs the checkpoint's DepthNet through the
+    backend's engine, as the node would; None keeps the torch checkpoint.
+    """
+    backend = getattr(args, 'backend', 'torch')
+    precision = getattr(args, 'precision', 'fp32')
+    if backend == 'torch':
+        if precision != 'fp32':
+            raise CliError('--precision applies to --backend onnxruntime, openvino or tensorrt')
+        return None, 'torch fp32'
+    if args.refine_steps > 0:
+        raise CliError('--refine-steps refines the torch network: use --backend torch')
+    calibration = None
+    if precision == 'int8':
+        if not getattr(args, 'calibration', None):
+            raise CliError('--precision int8 needs --calibration DIR (camera images)')
+        from fmdepth_ros.errors import BackendUnavailable
+        from fmdepth_ros.runtime.quantize import calibration_inputs
+        try:
+            calibration = calibration_inputs(args.calibration, cfg.model.height,
+                                             cfg.model.width)
+        except BackendUnavailable as exc:
+            raise CliError(f'--calibration: {exc}') from None
+    from fmdepth_ros.errors import BackendUnavailable
+    from fmdepth_ros.runtime.backends import build_predictor, engine_options
+    try:
+        predictor = build_predictor(model.depth_net, cfg, backend, device, precision,
+                                    engine_options=engine_options(args.checkpoint, calibration))
+    except BackendUnavailable as exc:     # no silent fallback: the table names its backend
+        raise CliError(f'--backend {backend} {precision}: {exc}') from None
+    engine = predictor.engine
+
+    def depth_forward(image):
+        return {0: engine(image)}
+    return depth_forward, engine.describe()

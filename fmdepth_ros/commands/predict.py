@@ -34,8 +34,13 @@ def configure_parser(parser):
                         help='save the raw scale-0 sigmoid disparity instead of depth')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     parser.add_argument('--colormap', default='magma', help='matplotlib colormap name')
-    parser.add_argument('--precision', choices=('auto', 'fp32', 'fp16', 'bf16'), default='fp32',
-                        help="inference precision (default fp32; auto: the backend's choice)")
+    parser.add_argument('--precision', choices=('auto', 'fp32', 'fp16', 'bf16', 'int8'),
+                        default='fp32',
+                        help="inference precision (default fp32; auto: the backend's choice; "
+                             'int8: onnxruntime / openvino, needs --calibration)')
+    parser.add_argument('--calibration', default=None, metavar='DIR',
+                        help='int8: folder of camera images calibrating the quantised graph '
+                             '(up to 32 frames, evenly spaced; cached beside the checkpoint)')
     parser.add_argument('--backend', default='torch',
                         choices=('auto', 'torch', 'onnxruntime', 'openvino', 'tensorrt'),
                         help='inference backend (default torch; one that cannot run here '
@@ -136,12 +141,27 @@ def run(args):
         model, cfg, _ = load_checkpoint(args.checkpoint, map_location='cpu')
     except CheckpointError as exc:
         raise CliError(str(exc)) from None
+    calibration = None
+    if args.precision == 'int8':
+        if args.backend in ('torch', 'tensorrt'):
+            raise CliError(f'--precision int8 runs on --backend onnxruntime or openvino, '
+                           f'not {args.backend}')
+        if not args.calibration:
+            raise CliError('--precision int8 needs --calibration DIR (camera images)')
+        from fmdepth_ros.errors import BackendUnavailable
+        from fmdepth_ros.runtime.quantize import calibration_inputs
+        try:
+            calibration = calibration_inputs(args.calibration, cfg.model.height,
+                                             cfg.model.width)
+        except BackendUnavailable as exc:
+            raise CliError(f'--calibration: {exc}') from None
     predictor = create_depth_predictor(model.depth_net, cfg, args.backend, device=device,
                                        precision=args.precision,
                                        torch_options={'channels_last': False,
                                                       'cast_weights': False,
                                                       'cuda_graphs': False},
-                                       engine_options=engine_options(args.checkpoint))
+                                       engine_options=engine_options(args.checkpoint,
+                                                                     calibration))
     print(f'fmdepth predict: backend {predictor.backend} '
           f'({predictor.describe()["precision"]})', file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)

@@ -225,13 +225,24 @@ class DepthNode(LifecycleNode):
         if device_warning:
             self.get_logger().warning(device_warning)
         self.cfg.refine.queue_size = int(self.params['refine_queue_size'])
+        precision = self.params['precision']
+        # int8 is the DepthNet engine's; PoseNet (and a torch fallback) run torch's auto
         self.inference_options = inference_options(
-            self.device, self.params['precision'], self.params['channels_last'],
-            self.params['cuda_graphs'], self.params['compile'])
+            self.device, 'auto' if precision == 'int8' else precision,
+            self.params['channels_last'], self.params['cuda_graphs'], self.params['compile'])
+        calibration = None
+        if precision == 'int8' and self.params['int8_calibration']:
+            from fmdepth_ros.errors import BackendUnavailable
+            from fmdepth_ros.runtime.quantize import calibration_inputs
+            try:
+                calibration = calibration_inputs(self.params['int8_calibration'],
+                                                 self.cfg.model.height, self.cfg.model.width)
+            except BackendUnavailable as exc:
+                raise StartupError(f'int8_calibration: {exc}') from None
         self.predictor = create_depth_predictor(
             model.depth_net, self.cfg, self.params['backend'], self.device,
-            self.params['precision'], torch_options=self.inference_options,
-            engine_options=engine_options(self.params['weights']),
+            precision, torch_options=self.inference_options,
+            engine_options=engine_options(self.params['weights'], calibration),
             cache_path=self.params['backend_cache'] or None,
             logger=_LoggingAdapter(self.get_logger()))
         self._notes_logged = self._log_predictor_notes(0)

@@ -41,8 +41,13 @@ PARAMS = (
     Param('device', 'auto', 'inference/refinement device: auto, cuda, cuda:N or cpu '
           '(falls back to the CPU with a warning)', read_only=True),
     Param('precision', 'auto', 'inference precision: auto (fp16 on CUDA, bf16 on CPUs with '
-          'native bf16, else fp32), fp32, fp16 or bf16 (refinement always trains in fp32)',
-          read_only=True, choices=('auto', 'fp32', 'fp16', 'bf16')),
+          'native bf16, else fp32), fp32, fp16, bf16, or int8 (DepthNet on the onnxruntime / '
+          'openvino backend, calibrated on int8_calibration; PoseNet keeps auto); refinement '
+          'always trains in fp32', read_only=True,
+          choices=('auto', 'fp32', 'fp16', 'bf16', 'int8')),
+    Param('int8_calibration', '', 'folder of camera images (searched recursively) whose '
+          'frames calibrate the int8 DepthNet (up to 32, evenly spaced; the quantised graph '
+          'is cached beside the weights); used only with precision int8', read_only=True),
     Param('cpu_threads', 0, 'torch intra-op CPU threads, process-wide (each of the inference '
           'and refinement threads uses this many): 0 = half the usable cores, at least 1 '
           '(both run at once; more threads than cores makes OpenMP threads wait for each other)',
@@ -201,6 +206,9 @@ def validate(values):
                     f'pixels, got {value}')
         if name in ('odom_frame', 'base_frame') and not str(value).strip():
             return f'{name} must not be empty'
+    if values.get('precision') == 'int8' and values.get('backend') in ('torch', 'tensorrt'):
+        return (f'precision int8 runs on the onnxruntime or openvino backend (or auto), '
+                f'not {values["backend"]}')
     if values.get('min_depth', 0.0) >= values.get('max_depth', math.inf):
         return (f'min_depth ({values["min_depth"]}) must be smaller than '
                 f'max_depth ({values["max_depth"]})')

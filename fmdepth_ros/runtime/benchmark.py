@@ -275,15 +275,17 @@ def bench_model(width, height, encoder, device, opts, frames, warmup, images,
 
 
 # ----------------------------------------------------------------------------- backends
-def backend_candidates(device, backend='all'):
+def backend_candidates(device, backend='all', int8=False):
     """``[(backend, precision, channels_last)]`` to compare: every candidate, or one backend's.
 
     ``'all'``: what ``backend=auto`` times (:func:`runtime.backends.auto.candidates`) plus the
-    backends this device cannot run (shown as unavailable with the reason).
+    backends this device cannot run (shown as unavailable with the reason); ``int8`` adds the
+    int8 candidates (:func:`~runtime.backends.auto.candidates` with precision 'int8').
     """
     from fmdepth_ros.runtime.backends import BACKENDS, default_precision
     from fmdepth_ros.runtime.backends.auto import candidates
     found = candidates(device)
+    found += [c for c in candidates(device, 'int8') if c[1] == 'int8'] if int8 else []
     names = {c[0] for c in found}
     found += [(b, default_precision(b, device), False) for b in BACKENDS if b not in names]
     if backend != 'all':
@@ -292,8 +294,12 @@ def backend_candidates(device, backend='all'):
 
 
 def bench_backends(width, height, encoder, device, frames, warmup, images, decoder='featdepth',
-                   backend='all'):
+                   backend='all', calibration=None):
     """Side-by-side rows of every backend candidate against the eager fp32 reference.
+
+    ``calibration``: a folder of camera images; adds the int8 rows, calibrated on its frames
+    (weights here are random: their depth difference to eager says nothing of a trained
+    model's, see docs/benchmarks.md "int8" for the accuracy on real LiDAR).
 
     Each row (keyed by its label, e.g. ``'openvino bf16'``): ``median_ms``, ``p99_ms``,
     ``memory_last_mb``, ``max_rel_depth_diff`` (to eager fp32), ``speedup`` (eager median /
@@ -311,11 +317,15 @@ def bench_backends(width, height, encoder, device, frames, warmup, images, decod
     rows['eager fp32'].update(speedup=1.0, max_rel_depth_diff=0.0)
     reference = rows['eager fp32']['median_ms']
     graph = GraphSource(net, cfg)
-    for candidate in backend_candidates(device, backend):
+    engine_options = {}
+    for candidate in backend_candidates(device, backend, int8=bool(calibration)):
         name = label(*candidate)
         start = time.perf_counter()
         try:
-            predictor = _build(net, cfg, device, candidate, graph, None, None)
+            if candidate[1] == 'int8' and 'calibration' not in engine_options:
+                from fmdepth_ros.runtime.quantize import calibration_inputs
+                engine_options['calibration'] = calibration_inputs(calibration, height, width)
+            predictor = _build(net, cfg, device, candidate, graph, None, engine_options)
         except BackendUnavailable as exc:
             rows[name] = {'unavailable': str(exc)}
             continue

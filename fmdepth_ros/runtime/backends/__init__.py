@@ -20,6 +20,9 @@ LOGGER = logging.getLogger(__name__)
 
 BACKENDS = ('torch', 'onnxruntime', 'openvino', 'tensorrt')
 CHOICES = ('auto',) + BACKENDS
+#: every precision a backend may run; int8 (onnxruntime, OpenVINO on the CPU) needs
+#: calibration frames and is never picked by 'auto' unless asked for
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16', 'int8')
 #: a backend that cannot run falls back to the next one of this list
 FALLBACK_ORDER = ('tensorrt', 'onnxruntime', 'openvino', 'torch')
 
@@ -55,14 +58,22 @@ def default_precision(backend, device):
     return 'fp16' if cuda and backend == 'tensorrt' else 'fp32'
 
 
-def engine_options(weights=''):
-    """Engine keywords for a weights file: TensorRT engines are cached beside it."""
+def engine_options(weights='', calibration=None):
+    """Engine keywords for a weights file: TensorRT engines and int8 graphs are cached beside it.
+
+    ``calibration``: int8 calibration network inputs (:func:`runtime.quantize.
+    calibration_inputs`), needed by the int8 precision of onnxruntime and OpenVINO.
+    """
     import os
     if not weights:
         from fmdepth_ros.runtime.backends.auto import cache_dir
-        return {'cache_dir': cache_dir(), 'stem': 'depth'}
-    return {'cache_dir': os.path.dirname(os.path.abspath(weights)),
-            'stem': os.path.splitext(os.path.basename(weights))[0]}
+        options = {'cache_dir': cache_dir(), 'stem': 'depth'}
+    else:
+        options = {'cache_dir': os.path.dirname(os.path.abspath(weights)),
+                   'stem': os.path.splitext(os.path.basename(weights))[0]}
+    if calibration:
+        options['calibration'] = list(calibration)
+    return options
 
 
 class GraphSource:
@@ -98,6 +109,8 @@ def build_predictor(depth_net, cfg, backend, device='cpu', precision='auto', gra
     if precision == 'auto':
         precision = default_precision(backend, device)
     if backend == 'torch':
+        if precision == 'int8':
+            raise BackendUnavailable('torch runs no int8 here (onnxruntime and openvino do)')
         options = fast_options(device, precision)
         options.update(torch_options or {})
         options['precision'] = precision
@@ -150,6 +163,6 @@ def create_depth_predictor(depth_net, cfg, backend='auto', device='cpu', precisi
     raise AssertionError('unreachable: torch always builds')  # pragma: no cover
 
 
-__all__ = ['BACKENDS', 'CHOICES', 'FALLBACK_ORDER', 'create_depth_predictor',
+__all__ = ['BACKENDS', 'CHOICES', 'PRECISIONS', 'FALLBACK_ORDER', 'create_depth_predictor',
            'build_predictor', 'check_backend', 'engine_class', 'GraphSource',
            'default_precision', 'engine_options']

@@ -75,7 +75,7 @@ def candidates(device, precision='auto'):
     Only what can be faster somewhere: torch fp32 (NCHW and channels_last) and, on CPUs with
     native bf16, bf16 weights; fp16 + CUDA graphs on CUDA; onnxruntime fp32; OpenVINO fp32 and
     bf16 (CPU); TensorRT fp16 and fp32 (CUDA). ``precision`` other than 'auto' keeps only that
-    precision.
+    precision; 'int8' (CPU) times onnxruntime and OpenVINO int8, never considered otherwise.
     """
     from fmdepth_ros.runtime.inference import cpu_has_native_bf16
     cuda = torch.device(device).type == 'cuda'
@@ -88,6 +88,8 @@ def candidates(device, precision='auto'):
         found += [('torch', 'bf16', True)] if bf16 else []
         found += [('onnxruntime', 'fp32', False), ('openvino', 'fp32', False)]
         found += [('openvino', 'bf16', False)] if bf16 else []
+        if precision == 'int8':     # lossy: only when asked for (needs calibration frames)
+            found += [('onnxruntime', 'int8', False), ('openvino', 'int8', False)]
     return [c for c in found if precision in ('auto', c[1])]
 
 

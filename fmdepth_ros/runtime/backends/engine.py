@@ -21,7 +21,8 @@ class Engine:
     Args:
         model_proto: the ``onnx.ModelProto`` to run.
         device: torch device of the tensors given and returned.
-        precision: 'fp32', 'fp16' or 'bf16': the runtime's compute precision.
+        precision: 'fp32', 'fp16', 'bf16' or 'int8' (a QDQ graph quantised here from the float
+            one, :meth:`_int8_graph`): the runtime's compute precision.
         threads: CPU threads of the runtime (default: torch's intra-op thread count).
         options: backend-specific settings (see each subclass).
 
@@ -31,6 +32,8 @@ class Engine:
 
     backend = ''
     precisions = ('fp32',)
+    #: device types the engine runs int8 on (when 'int8' is one of its precisions)
+    int8_devices = ('cpu',)
 
     def __init__(self, model_proto, device='cpu', precision='fp32', threads=None, **options):
         """Build the runtime's executable graph (see the class doc)."""
@@ -38,7 +41,9 @@ class Engine:
         if precision not in self.precisions:
             raise BackendUnavailable(f'{self.backend} does not run {precision} here '
                                      f'(supported: {", ".join(self.precisions)})')
-        self.model_proto = model_proto
+        if precision == 'int8' and torch.device(device).type not in self.int8_devices:
+            raise BackendUnavailable(f'{self.backend} runs int8 on the CPU only here')
+        self.model_proto = model_proto          # the float graph: refit writes into it
         self.device = torch.device(device)
         self.precision = precision
         self.threads = int(threads or torch.get_num_threads())
@@ -46,7 +51,29 @@ class Engine:
         initializers = {i.name for i in model_proto.graph.initializer}
         self.input_names = [i.name for i in model_proto.graph.input if i.name not in initializers]
         self.output_names = [o.name for o in model_proto.graph.output]
-        self._build(model_proto.SerializeToString())
+        self.quantized_path, self.quantized_cached = None, False
+        graph = self._int8_graph() if precision == 'int8' else model_proto
+        self._build(graph.SerializeToString())
+
+    def _int8_graph(self):
+        """Return the QDQ int8 graph of ``model_proto`` (options ``calibration``, ``cache_dir``).
+
+        ``calibration``: a list of network-input arrays (:func:`runtime.quantize.
+        calibration_inputs`); without it int8 is unavailable. The graph is cached in
+        ``cache_dir`` (beside the weights; ``stem`` names the file) unless ``persist`` is
+        False (refits).
+        """
+        from fmdepth_ros.errors import BackendUnavailable
+        from fmdepth_ros.runtime.quantize import cached_quantized_graph
+        calibration = self.options.get('calibration')
+        if not calibration:
+            raise BackendUnavailable("int8 needs calibration frames (the node's "
+                                     'int8_calibration / --calibration: a folder of camera '
+                                     'images)')
+        cache_dir = self.options.get('cache_dir') if self.options.get('persist', True) else None
+        proto, self.quantized_path, self.quantized_cached = cached_quantized_graph(
+            self.model_proto, calibration, cache_dir, self.options.get('stem', 'depth'))
+        return proto
 
     def _build(self, data):
         raise NotImplementedError
@@ -63,9 +90,14 @@ class Engine:
         return outputs[0] if len(outputs) == 1 else outputs
 
     def refit(self, state_dict):
-        """Return a new engine of the same settings with ``state_dict``'s weights (by name)."""
+        """Return a new engine of the same settings with ``state_dict``'s weights (by name).
+
+        An int8 engine is quantised again with the same calibration frames, in memory (refined
+        weights are not written to the cache).
+        """
+        options = dict(self.options, persist=False)
         return type(self)(with_weights(self.model_proto, state_dict), self.device,
-                          self.precision, self.threads, **self.options)
+                          self.precision, self.threads, **options)
 
     def describe(self):
         """One line: backend, precision, where it runs."""

@@ -18,11 +18,12 @@ class OnnxRuntimeEngine(Engine):
 
     Options: ``providers`` (list of EP names, default :func:`default_providers`); a missing EP
     raises ``BackendUnavailable`` rather than silently running on another one. fp16 runs
-    only through the TensorRT EP (its ``trt_fp16_enable``).
+    only through the TensorRT EP (its ``trt_fp16_enable``); int8 runs the QDQ graph
+    (:mod:`runtime.quantize`) on the CPU EP's int8 kernels.
     """
 
     backend = 'onnxruntime'
-    precisions = ('fp32', 'fp16')
+    precisions = ('fp32', 'fp16', 'int8')
 
     def _build(self, data):
         try:

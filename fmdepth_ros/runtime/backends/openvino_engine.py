@@ -1,13 +1,14 @@
-"""OpenVINO engine on the CPU (fp32, or bf16 where the CPU computes it natively)."""
+"""OpenVINO engine on the CPU (fp32, bf16 where the CPU computes it natively, int8 QDQ graphs)."""
 
 from fmdepth_ros.errors import BackendUnavailable
 from fmdepth_ros.runtime.backends.engine import Engine
 import numpy as np
 
-#: our precision names -> OpenVINO's INFERENCE_PRECISION_HINT
-PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
+#: our precision names -> OpenVINO's INFERENCE_PRECISION_HINT (int8: the QDQ graph's quantised
+#: convolutions run in int8, whatever is left in f32)
+PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16', 'int8': 'f32'}
 #: our precision names -> the CPU plugin's OPTIMIZATION_CAPABILITIES entry
-CAPABILITIES = {'fp32': 'FP32', 'bf16': 'BF16', 'fp16': 'FP16'}
+CAPABILITIES = {'fp32': 'FP32', 'bf16': 'BF16', 'fp16': 'FP16', 'int8': 'INT8'}
 
 
 class OpenVinoEngine(Engine):
@@ -18,7 +19,7 @@ class OpenVinoEngine(Engine):
     """
 
     backend = 'openvino'
-    precisions = ('fp32', 'bf16', 'fp16')
+    precisions = ('fp32', 'bf16', 'fp16', 'int8')
 
     def _build(self, data):
         try:

@@ -104,10 +104,3 @@ class TensorRtEngine(Engine):
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError('TensorRT execution failed')
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
-
-    def refit(self, state_dict):
-        """Return a new engine with these weights, built in memory (not written to the cache)."""
-        from fmdepth_ros.runtime.onnx_export import with_weights
-        options = dict(self.options, persist=False)
-        return type(self)(with_weights(self.model_proto, state_dict), self.device,
-                          self.precision, self.threads, **options)

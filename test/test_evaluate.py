@@ -1,5 +1,6 @@
 """Tests of ``fmdepth evaluate`` (fmdepth_ros.evaluation) on generated data."""
 
+import importlib.util
 import json
 import os
 
@@ -241,3 +242,29 @@ def test_real_kitti_depth_png_gt(setup, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert '(2 images, 0 without GT' in out
+
+
+@pytest.mark.skipif(importlib.util.find_spec('onnxruntime') is None
+                    or importlib.util.find_spec('onnxscript') is None,
+                    reason='onnxruntime / onnxscript not installed (scripts/setup_env.sh)')
+def test_evaluate_backend_rows_match_torch_and_int8_needs_calibration(setup, tmp_path, capsys):
+    """--backend onnxruntime fp32 scores as torch; int8 (calibrated) close; bad uses refused."""
+    base = ['evaluate', '--checkpoint', str(setup['ckpt']), '--data', str(setup['data']),
+            '--no-odometry', '--no-baselines', '--device', 'cpu']
+    scores = {}
+    for name, extra in (('torch', []), ('fp32', ['--backend', 'onnxruntime']),
+                        ('int8', ['--backend', 'onnxruntime', '--precision', 'int8',
+                                  '--calibration', str(setup['data'])])):
+        out = tmp_path / f'{name}.json'
+        assert cli_main(base + extra + ['--json', str(out)]) == 0
+        scores[name] = json.loads(out.read_text())
+    assert scores['fp32']['backend'].startswith('onnxruntime fp32')
+    assert scores['int8']['backend'].startswith('onnxruntime int8')
+    torch_abs_rel = scores['torch']['depth']['abs_rel']
+    assert scores['fp32']['depth']['abs_rel'] == pytest.approx(torch_abs_rel, rel=1e-4)
+    assert scores['int8']['depth']['abs_rel'] == pytest.approx(torch_abs_rel, abs=0.02)
+    capsys.readouterr()
+    assert cli_main(base + ['--backend', 'onnxruntime', '--precision', 'int8']) == 2
+    assert '--calibration' in capsys.readouterr().err
+    assert cli_main(base + ['--precision', 'bf16']) == 2
+    assert cli_main(base + ['--backend', 'onnxruntime', '--refine-steps', '1']) == 2

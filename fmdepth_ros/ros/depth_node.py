@@ -54,9 +54,10 @@ from fmdepth_ros.pointcloud import depth_to_cloud
 from fmdepth_ros.ros import conversions as conv
 from fmdepth_ros.ros import params as node_params
 from fmdepth_ros.ros.diagnostics import build_diagnostics, NodeStats
+from fmdepth_ros.ros.event_handlers import (create_destroyable_subscription,
+                                            lean_publisher_options)
 from fmdepth_ros.ros.frame_inputs import CameraInfoCache, FrameWindow, WarningThrottle
 from fmdepth_ros.ros.model_setup import inference_options, load_model, StartupError
-from fmdepth_ros.ros.subscriptions import create_destroyable_subscription
 from fmdepth_ros.ros.tf_publisher import OdometryChain, StaticTransforms, TfBroadcaster
 from fmdepth_ros.runtime.scale import DepthScaler, scale_and_mask
 from fmdepth_ros.runtime.worker import BoundedWorker
@@ -268,13 +269,19 @@ class DepthNode(LifecycleNode):
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST,
                              depth=int(self.params['output_depth']), reliability=reliability)
         self.static_tf = StaticTransforms(self, callback_group=self.aux_group)
-        self.depth_pub = self.create_lifecycle_publisher(Image, 'depth/image', out_qos)
-        self.info_pub = self.create_lifecycle_publisher(CameraInfo, 'depth/camera_info', out_qos)
-        self.colored_pub = self.create_lifecycle_publisher(Image, 'depth/colored', out_qos)
-        self.points_pub = self.create_lifecycle_publisher(PointCloud2, 'depth/points', out_qos)
-        self.odom_pub = self.create_lifecycle_publisher(Odometry, 'odom', out_qos)
+        # no default QoS-event handlers: each costs every executor iteration (event_handlers)
+        lean = lean_publisher_options
+        self.depth_pub = self.create_lifecycle_publisher(Image, 'depth/image', out_qos, **lean())
+        self.info_pub = self.create_lifecycle_publisher(CameraInfo, 'depth/camera_info', out_qos,
+                                                        **lean())
+        self.colored_pub = self.create_lifecycle_publisher(Image, 'depth/colored', out_qos,
+                                                           **lean())
+        self.points_pub = self.create_lifecycle_publisher(PointCloud2, 'depth/points', out_qos,
+                                                          **lean())
+        self.odom_pub = self.create_lifecycle_publisher(Odometry, 'odom', out_qos, **lean())
         self.tf = TfBroadcaster(self)
-        self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10,
+                                                        **lean())
 
     def _setup_inputs(self):
         """Image / camera_info subscriptions (sensor-data QoS) and the diagnostics timer."""

@@ -11,6 +11,7 @@
 """
 
 from fmdepth_ros.messages import StaticTransformTree, transform_to_matrix
+from fmdepth_ros.ros.event_handlers import lean_publisher_options
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -130,7 +131,8 @@ class TfBroadcaster:
             self.backend = 'tf2_ros'
         elif TFMessage is not None:
             self._pub = node.create_publisher(TFMessage, '/tf', TF_QOS,
-                                              callback_group=callback_group)
+                                              callback_group=callback_group,
+                                              **lean_publisher_options())
             self.backend = 'tf2_msgs'
         else:
             node.get_logger().warning('neither tf2_ros nor tf2_msgs is importable: TF output '

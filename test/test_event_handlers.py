@@ -3,7 +3,7 @@
 import threading
 import time
 
-from fmdepth_ros.ros.subscriptions import create_destroyable_subscription
+from fmdepth_ros.ros.event_handlers import create_destroyable_subscription
 from node_helpers import ros_graph
 import pytest
 import rclpy
@@ -55,3 +55,26 @@ def test_subscription_flips_never_stop_a_multithreaded_spin():
         node.destroy_node()
         assert alive and not errors, errors
         assert state['flips'] > 200, state       # the loop really ran
+
+
+def test_node_entities_carry_no_default_event_handlers():
+    """The node's publishers and camera inputs add no QoS-event waitables to every spin.
+
+    Only rclpy's own /parameter_events publisher and the /tf_static subscription (kept for
+    its incompatible-QoS warning) bring handlers.
+    """
+    from node_helpers import make_node
+    with ros_graph() as context:
+        node = make_node(context)
+        try:
+            outputs = [node.depth_pub, node.info_pub, node.colored_pub, node.points_pub,
+                       node.odom_pub, node.diag_pub, node.tf._pub]
+            assert all(not p.event_handlers for p in outputs)
+            assert node._inputs and all(not s.event_handlers for s in node._inputs)
+            others = [p for p in node.publishers if all(p is not o for o in outputs)]
+            assert [p.topic_name for p in others] == ['/parameter_events']
+            handlers = [h for entity in list(node.publishers) + list(node.subscriptions)
+                        for h in entity.event_handlers]
+            assert len(list(node.waitables)) == len(handlers) <= 4
+        finally:
+            node.destroy_node()

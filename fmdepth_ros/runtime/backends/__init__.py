@@ -20,9 +20,6 @@ LOGGER = logging.getLogger(__name__)
 
 BACKENDS = ('torch', 'onnxruntime', 'openvino', 'tensorrt')
 CHOICES = ('auto',) + BACKENDS
-#: every precision a backend may run; int8 (onnxruntime, OpenVINO on the CPU) needs
-#: calibration frames and is never picked by 'auto' unless asked for
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16', 'int8')
 #: a backend that cannot run falls back to the next one of this list
 FALLBACK_ORDER = ('tensorrt', 'onnxruntime', 'openvino', 'torch')
 
@@ -163,6 +160,6 @@ def create_depth_predictor(depth_net, cfg, backend='auto', device='cpu', precisi
     raise AssertionError('unreachable: torch always builds')  # pragma: no cover
 
 
-__all__ = ['BACKENDS', 'CHOICES', 'PRECISIONS', 'FALLBACK_ORDER', 'create_depth_predictor',
+__all__ = ['BACKENDS', 'CHOICES', 'FALLBACK_ORDER', 'create_depth_predictor',
            'build_predictor', 'check_backend', 'engine_class', 'GraphSource',
            'default_precision', 'engine_options']

@@ -40,6 +40,17 @@ def frames_dir(tmp_path_factory):
     return root, seq
 
 
+def test_calibration_skips_ground_truth_folders(tmp_path):
+    """A dataset folder gives its images/; depth maps (depth/, proj_depth/) are never frames."""
+    from fmdepth_ros.runtime.quantize import calibration_image_paths
+    for folder in ('images', 'depth', 'other/proj_depth/velodyne_raw'):
+        os.makedirs(tmp_path / folder)
+        cv2.imwrite(str(tmp_path / folder / '0000.png'), np.zeros((4, 4, 3), np.uint8))
+    assert calibration_image_paths(tmp_path) == [str(tmp_path / 'images' / '0000.png')]
+    os.rename(tmp_path / 'images', tmp_path / 'image_02')
+    assert calibration_image_paths(tmp_path) == [str(tmp_path / 'image_02' / '0000.png')]
+
+
 @pytest.fixture(scope='module')
 def model_and_graph():
     """Build a small random model (ResNet-18, 64x192) and its float depth graph."""

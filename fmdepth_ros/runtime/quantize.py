@@ -32,15 +32,27 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.pgm')
 DEFAULT_CALIBRATION_FRAMES = 32
 
 
+#: folders of ground truth in the dataset layouts (folder ``depth/``, KITTI ``proj_depth/``):
+#: their PNGs are depth maps, never calibration frames
+NOT_CAMERA_FOLDERS = frozenset({'depth', 'proj_depth', 'groundtruth', 'ground_truth'})
+
+
 def calibration_image_paths(source):
-    """Image files of ``source`` (a folder, searched recursively, or one image), sorted."""
+    """Camera image files of ``source`` (a folder, searched recursively, or one image), sorted.
+
+    A dataset folder (``images/`` beside ``depth/``) gives its ``images/``; files under a
+    ground-truth folder (:data:`NOT_CAMERA_FOLDERS`) are skipped.
+    """
     source = os.fspath(source)
     if os.path.isfile(source):
         return [source]
     if not os.path.isdir(source):
         raise BackendUnavailable(f'int8 calibration: no such folder or image: {source}')
+    if os.path.isdir(os.path.join(source, 'images')):
+        source = os.path.join(source, 'images')
     paths = sorted(p for p in glob.glob(os.path.join(source, '**', '*'), recursive=True)
-                   if p.lower().endswith(IMAGE_EXTENSIONS))
+                   if p.lower().endswith(IMAGE_EXTENSIONS)
+                   and not NOT_CAMERA_FOLDERS & set(os.path.relpath(p, source).split(os.sep)))
     if not paths:
         raise BackendUnavailable(f'int8 calibration: no images in {source}')
     return paths

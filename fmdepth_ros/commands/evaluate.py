@@ -194,15 +194,8 @@ def _backend_forward(args, model, cfg, device):
         raise CliError('--refine-steps refines the torch network: use --backend torch')
     calibration = None
     if precision == 'int8':
-        if not getattr(args, 'calibration', None):
-            raise CliError('--precision int8 needs --calibration DIR (camera images)')
-        from fmdepth_ros.errors import BackendUnavailable
-        from fmdepth_ros.runtime.quantize import calibration_inputs
-        try:
-            calibration = calibration_inputs(args.calibration, cfg.model.height,
-                                             cfg.model.width)
-        except BackendUnavailable as exc:
-            raise CliError(f'--calibration: {exc}') from None
+        from fmdepth_ros.commands.predict import int8_calibration
+        calibration = int8_calibration(getattr(args, 'calibration', None), cfg)
     from fmdepth_ros.errors import BackendUnavailable
     from fmdepth_ros.runtime.backends import build_predictor, engine_options
     try:

@@ -114,6 +114,22 @@ def predict_file(predictor, path, out_dir, disparity=False, colormap='magma'):
     return npy_path, png_path
 
 
+def int8_calibration(directory, cfg):
+    """Calibration network inputs of ``--calibration DIR`` for ``--precision int8``.
+
+    Shared by ``predict`` and ``evaluate``; a missing option or a folder without readable
+    images is a one-line CliError.
+    """
+    if not directory:
+        raise CliError('--precision int8 needs --calibration DIR (camera images)')
+    from fmdepth_ros.errors import BackendUnavailable
+    from fmdepth_ros.runtime.quantize import calibration_inputs
+    try:
+        return calibration_inputs(directory, cfg.model.height, cfg.model.width)
+    except BackendUnavailable as exc:
+        raise CliError(f'--calibration: {exc}') from None
+
+
 def run(args):
     """Predict depth (or disparity) for every input image; returns the exit code."""
     from tqdm import tqdm
@@ -146,15 +162,7 @@ def run(args):
         if args.backend in ('torch', 'tensorrt'):
             raise CliError(f'--precision int8 runs on --backend onnxruntime or openvino, '
                            f'not {args.backend}')
-        if not args.calibration:
-            raise CliError('--precision int8 needs --calibration DIR (camera images)')
-        from fmdepth_ros.errors import BackendUnavailable
-        from fmdepth_ros.runtime.quantize import calibration_inputs
-        try:
-            calibration = calibration_inputs(args.calibration, cfg.model.height,
-                                             cfg.model.width)
-        except BackendUnavailable as exc:
-            raise CliError(f'--calibration: {exc}') from None
+        calibration = int8_calibration(args.calibration, cfg)
     predictor = create_depth_predictor(model.depth_net, cfg, args.backend, device=device,
                                        precision=args.precision,
                                        torch_options={'channels_last': False,

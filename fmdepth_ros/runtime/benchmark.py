@@ -28,6 +28,7 @@ Weights are random (latency does not depend on them). Bench goals are in docs/be
 """
 
 import os
+import tempfile
 import time
 
 from fmdepth_ros.config import Config
@@ -285,7 +286,7 @@ def backend_candidates(device, backend='all', int8=False):
     from fmdepth_ros.runtime.backends import BACKENDS, default_precision
     from fmdepth_ros.runtime.backends.auto import candidates
     found = candidates(device)
-    found += [c for c in candidates(device, 'int8') if c[1] == 'int8'] if int8 else []
+    found += candidates(device, 'int8') if int8 else []
     names = {c[0] for c in found}
     found += [(b, default_precision(b, device), False) for b in BACKENDS if b not in names]
     if backend != 'all':
@@ -317,28 +318,35 @@ def bench_backends(width, height, encoder, device, frames, warmup, images, decod
     rows['eager fp32'].update(speedup=1.0, max_rel_depth_diff=0.0)
     reference = rows['eager fp32']['median_ms']
     graph = GraphSource(net, cfg)
-    engine_options = {}
-    for candidate in backend_candidates(device, backend, int8=bool(calibration)):
-        name = label(*candidate)
-        start = time.perf_counter()
-        try:
-            if candidate[1] == 'int8' and 'calibration' not in engine_options:
-                from fmdepth_ros.runtime.quantize import calibration_inputs
-                engine_options['calibration'] = calibration_inputs(calibration, height, width)
-            predictor = _build(net, cfg, device, candidate, graph, None, engine_options)
-        except BackendUnavailable as exc:
-            rows[name] = {'unavailable': str(exc)}
-            continue
-        build_s = time.perf_counter() - start
-        row = measure(predictor.predict, images, frames, warmup, device)
-        row.update(speedup=reference / row['median_ms'], build_s=build_s,
-                   max_rel_depth_diff=max_relative_difference(eager.predict, predictor.predict,
-                                                              images[:4]),
-                   describe=predictor.describe())
-        if predictor.engine is not None:
-            row.update(measure_swap(predictor, net.state_dict(), images))
-        rows[name] = row
-        del predictor
+    # int8 rows share one quantised graph (same graph and frames): the first row quantises,
+    # the others read it from this run's cache folder
+    cache = tempfile.TemporaryDirectory(prefix='fmdepth-bench-int8-') if calibration else None
+    engine_options = {'cache_dir': cache.name, 'stem': 'bench'} if cache else {}
+    try:
+        for candidate in backend_candidates(device, backend, int8=bool(calibration)):
+            name = label(*candidate)
+            start = time.perf_counter()
+            try:
+                if candidate[1] == 'int8' and 'calibration' not in engine_options:
+                    from fmdepth_ros.runtime.quantize import calibration_inputs
+                    engine_options['calibration'] = calibration_inputs(calibration, height, width)
+                predictor = _build(net, cfg, device, candidate, graph, None, engine_options)
+            except BackendUnavailable as exc:
+                rows[name] = {'unavailable': str(exc)}
+                continue
+            build_s = time.perf_counter() - start
+            row = measure(predictor.predict, images, frames, warmup, device)
+            row.update(speedup=reference / row['median_ms'], build_s=build_s,
+                       max_rel_depth_diff=max_relative_difference(eager.predict, predictor.predict,
+                                                                  images[:4]),
+                       describe=predictor.describe())
+            if predictor.engine is not None:
+                row.update(measure_swap(predictor, net.state_dict(), images))
+            rows[name] = row
+            del predictor
+    finally:
+        if cache is not None:
+            cache.cleanup()
     return {'size': f'{width}x{height}', 'encoder': encoder, 'rows': rows}
 
 

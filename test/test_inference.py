@@ -420,3 +420,19 @@ def test_cpu_preprocessing_is_within_one_grey_level_of_a_float_resize(size):
                             antialias=shrink)
         assert float((out - ref).abs().max()) <= 1.0 / 255 + 1e-6
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+@pytest.mark.parametrize('size', [(192, 640), (375, 1242), (31, 97), (7, 9)])
+def test_cpu_disparity_resize_matches_torch_bilinear(size):
+    """The CPU resize (OpenCV) of the scaled disparity is torch's align_corners=False bilinear."""
+    from fmdepth_ros.runtime.inference import _resize_disparity
+
+    coarse = torch.rand(1, 1, 14, 42, generator=torch.Generator().manual_seed(1))
+    # smooth like a network disparity (OpenCV quantises the weights to 1/2048 pixel)
+    scaled = F.interpolate(coarse, size=(96, 320), mode='bicubic', align_corners=False)
+    scaled = scaled.clamp_min(0.0) + 0.01
+    out = torch.empty((1, 1) + size)
+    result = _resize_disparity(scaled, out)
+    assert result.data_ptr() == out.data_ptr()       # written into the static buffer
+    want = F.interpolate(scaled, size=size, mode='bilinear', align_corners=False)
+    assert _max_rel(out.numpy(), want.numpy()) < (1e-6 if size == (192, 640) else 1e-4)

@@ -253,6 +253,26 @@ def _to_network_input(image_u8, out):
     out.div_(255.0)
 
 
+def _resize_disparity(scaled, out):
+    """Bilinear resize of ``scaled`` [1, 1, h', w'] to ``out``'s [1, 1, H, W]; returns the result.
+
+    On the CPU OpenCV writes it into ``out``: its ``INTER_LINEAR`` samples at the same
+    half-pixel centres as torch's ``align_corners=False`` bilinear, with the weights quantised
+    to 1/2048 pixel for non-integer factors (within 1e-4 relative of torch on a smooth
+    disparity; 2e-7 for the 2x of FeatDepth's half-size disparity at 640x192). 0.07 ms instead
+    of torch's 0.25 ms (and a fresh tensor) at 640x192, 0.18 instead of 0.89 ms at 1242x375, on
+    one thread of a 2-core Xeon. Other devices keep ``F.interpolate``.
+    """
+    if scaled.device.type != 'cpu':
+        return F.interpolate(scaled, size=out.shape[-2:], mode='bilinear', align_corners=False)
+    import cv2
+
+    height, width = out.shape[-2:]
+    cv2.resize(scaled[0, 0].numpy(), (width, height), dst=out[0, 0].numpy(),
+               interpolation=cv2.INTER_LINEAR)
+    return out
+
+
 class DepthPredictor:
     """DepthNet on numpy frames: ``predict(image) -> depth [H, W]`` float32 metres (up to scale).
 
@@ -392,8 +412,7 @@ class DepthPredictor:
         scaled = scaled_disparity(self._disp, self._min_depth, self._max_depth,
                                   out=self._depth if same_size else self._scaled)
         if not same_size:
-            scaled = F.interpolate(scaled, size=(height, width), mode='bilinear',
-                                   align_corners=False)
+            scaled = _resize_disparity(scaled, self._depth)
         # into the static buffer, no temporary: bitwise what ``1.0 / x`` gives (torch computes
         # ``x.reciprocal() * 1.0``)
         torch.reciprocal(scaled.clamp_(min=self._min_disp), out=self._depth)

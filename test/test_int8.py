@@ -13,7 +13,7 @@ from fmdepth_ros.ros.params import validate
 from fmdepth_ros.runtime import onnx_export
 from fmdepth_ros.runtime.backends import create_depth_predictor, engine_options
 from fmdepth_ros.runtime.inference import _to_network_input
-from fmdepth_ros.runtime.quantize import calibration_inputs, quantization_key
+from fmdepth_ros.runtime.quantize import as_network_input, calibration_inputs, quantization_key
 import numpy as np
 import pytest
 import torch
@@ -66,11 +66,13 @@ def test_calibration_inputs_are_the_predictors_network_inputs(frames_dir):
     root, seq = frames_dir
     inputs = calibration_inputs(root, 64, 192, count=4)
     assert len(inputs) == 4
-    assert all(a.shape == (1, 3, 64, 192) and a.dtype == np.float32 for a in inputs)
-    assert all(0.0 <= a.min() and a.max() <= 1.0 for a in inputs)
+    # stored as the pre-processing's grey levels (uint8), a quarter of float32's memory
+    assert all(a.shape == (1, 3, 64, 192) and a.dtype == np.uint8 for a in inputs)
     expected = torch.empty(1, 3, 64, 192)
     _to_network_input(torch.from_numpy(seq.images[11].copy()), expected)   # the last frame
-    np.testing.assert_array_equal(inputs[-1], expected.numpy())
+    network_input = as_network_input(inputs[-1])
+    assert network_input.dtype == np.float32
+    np.testing.assert_array_equal(network_input, expected.numpy())         # bitwise
     grey = inputs[0][0]                                  # frame 0 was written grey
     assert np.array_equal(grey[0], grey[1]) and np.array_equal(grey[1], grey[2])
     assert len(calibration_inputs(root, 64, 192)) == 12          # fewer than the default 32
@@ -142,6 +144,21 @@ def test_int8_without_calibration_falls_back_with_the_reason(model_and_graph, ca
     assert len(warnings) == 1 and 'calibration' in warnings[0]
     assert predictor.backend_choice['reason'].startswith('fallback')
     assert predictor.describe()['precision'] != 'int8'
+
+
+def test_an_unavailable_runtime_is_refused_before_quantising(model_and_graph, frames_dir):
+    """The runtime's own checks run before the seconds-long quantisation (and its errors)."""
+    from fmdepth_ros.errors import BackendUnavailable
+    from fmdepth_ros.runtime.backends.onnxruntime_engine import OnnxRuntimeEngine
+
+    class Unavailable(OnnxRuntimeEngine):
+
+        def _check_available(self):
+            raise BackendUnavailable('no int8 here')
+
+    _, cfg, proto = model_and_graph
+    with pytest.raises(BackendUnavailable, match='no int8 here'):
+        Unavailable(proto, 'cpu', 'int8', 1)       # no calibration: would fail on that first
 
 
 def test_int8_refit_quantises_the_refined_weights_in_memory(model_and_graph, frames_dir,

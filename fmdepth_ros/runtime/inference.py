@@ -242,15 +242,30 @@ def _to_network_input(image_u8, out):
     levels, at most 1/255 from resizing in float): 1.3 ms instead of 4.5 ms for a 1242x375
     KITTI frame to 640x192 on one thread of a 2-core Xeon. CUDA resizes in float.
     """
-    h, w = out.shape[-2:]
+    out.copy_(_resized_input(image_u8, *out.shape[-2:]))
+    out.div_(255.0)
+
+
+def _resized_input(image_u8, height, width):
+    """``image_u8`` [H, W, 3] as a [1, 3, height, width] view or resize (uint8 on the CPU)."""
     x = image_u8.permute(2, 0, 1).unsqueeze(0)          # [1, 3, H, W] view, channels-last
-    if x.shape[-2:] != out.shape[-2:]:
-        shrink = h < x.shape[-2] or w < x.shape[-1]
+    if x.shape[-2:] != (height, width):
+        shrink = height < x.shape[-2] or width < x.shape[-1]
         if x.device.type != 'cpu':
             x = x.float()
-        x = F.interpolate(x, size=(h, w), mode='bilinear', align_corners=False, antialias=shrink)
-    out.copy_(x)
-    out.div_(255.0)
+        x = F.interpolate(x, size=(height, width), mode='bilinear', align_corners=False,
+                          antialias=shrink)
+    return x
+
+
+def network_input_levels(image_u8, height, width):
+    """Return the CPU pre-processing's grey levels, [1, 3, height, width] uint8 (input x 255).
+
+    ``image_u8``: [H, W, 3] uint8 CPU tensor. ``levels / 255`` (float32) is bitwise what
+    :func:`_to_network_input` gives on the CPU: a quarter of the memory for stored inputs
+    (int8 calibration frames).
+    """
+    return _resized_input(image_u8, height, width).contiguous()
 
 
 def _resize_disparity(scaled, out):

@@ -61,13 +61,16 @@ def calibration_image_paths(source):
 def calibration_inputs(source, height, width, count=DEFAULT_CALIBRATION_FRAMES):
     """Network inputs of up to ``count`` frames of ``source``, evenly spaced over it.
 
-    Returns a list of ``[1, 3, height, width]`` float32 arrays (RGB in [0, 1]) made by the
-    inference pre-processing. Grey images are replicated to RGB, as the predictor's callers do.
+    Returns a list of ``[1, 3, height, width]`` uint8 arrays: the grey levels of the inference
+    pre-processing (:func:`network_input_levels`; the network input is ``levels / 255``, see
+    :func:`as_network_input`), kept as uint8 because an int8 engine holds them for its refits
+    (12 instead of 47 MB for 32 frames at 640x192). Grey images are replicated to RGB, as the
+    predictor's callers do.
     """
     import cv2
     import torch
 
-    from fmdepth_ros.runtime.inference import _to_network_input
+    from fmdepth_ros.runtime.inference import network_input_levels
 
     paths = calibration_image_paths(source)
     if len(paths) > count:
@@ -78,20 +81,24 @@ def calibration_inputs(source, height, width, count=DEFAULT_CALIBRATION_FRAMES):
         if bgr is None:
             raise BackendUnavailable(f'int8 calibration: cannot read image {path}')
         rgb = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1]))
-        out = torch.empty(1, 3, int(height), int(width))
-        _to_network_input(rgb, out)
-        inputs.append(out.numpy().copy())
+        inputs.append(network_input_levels(rgb, int(height), int(width)).numpy())
     return inputs
 
 
-class _Reader:
-    """onnxruntime CalibrationDataReader over a list of input arrays."""
+def as_network_input(levels):
+    """[1, 3, h, w] uint8 grey levels -> the float32 network input ``levels / 255``."""
+    return np.asarray(levels, dtype=np.float32) / np.float32(255.0)
 
-    def __init__(self, name, arrays):
-        self._items = iter([{name: a} for a in arrays])
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over calibration frames (converted one at a time)."""
+
+    def __init__(self, name, frames):
+        self._name, self._items = name, iter(frames)
 
     def get_next(self):
-        return next(self._items, None)
+        levels = next(self._items, None)
+        return None if levels is None else {self._name: as_network_input(levels)}
 
 
 def quantize_depth_graph(model_proto, inputs):
@@ -144,7 +151,7 @@ def quantization_key(model_proto, inputs):
     import onnxruntime
     digest = hashlib.sha256(model_proto.SerializeToString())
     for array in inputs:
-        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        digest.update(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
     digest.update(f'|onnxruntime {onnxruntime.__version__}|qdq-u8s8-minmax'.encode())
     return digest.hexdigest()
 
@@ -179,5 +186,6 @@ def cached_quantized_graph(model_proto, inputs, cache_dir=None, stem='depth'):
     return proto, path, False
 
 
-__all__ = ['calibration_image_paths', 'calibration_inputs', 'quantize_depth_graph',
-           'quantization_key', 'cached_quantized_graph', 'DEFAULT_CALIBRATION_FRAMES']
+__all__ = ['calibration_image_paths', 'calibration_inputs', 'as_network_input',
+           'quantize_depth_graph', 'quantization_key', 'cached_quantized_graph',
+           'DEFAULT_CALIBRATION_FRAMES']

@@ -26,8 +26,9 @@ class Engine:
         threads: CPU threads of the runtime (default: torch's intra-op thread count).
         options: backend-specific settings (see each subclass).
 
-    ``_build`` raises :class:`fmdepth_ros.errors.BackendUnavailable` when the runtime is not
-    installed, lacks the provider or cannot build the graph.
+    ``_check_available`` (run first, before an int8 graph is quantised) and ``_build`` raise
+    :class:`fmdepth_ros.errors.BackendUnavailable` when the runtime is not installed, lacks
+    the provider or precision, or cannot build the graph.
     """
 
     backend = ''
@@ -52,8 +53,12 @@ class Engine:
         self.input_names = [i.name for i in model_proto.graph.input if i.name not in initializers]
         self.output_names = [o.name for o in model_proto.graph.output]
         self.quantized_path, self.quantized_cached = None, False
+        self._check_available()      # before the (seconds-long) int8 quantisation
         graph = self._int8_graph() if precision == 'int8' else model_proto
         self._build(graph.SerializeToString())
+
+    def _check_available(self):
+        """Raise ``BackendUnavailable`` when this runtime cannot run here (default: it can)."""
 
     def _int8_graph(self):
         """Return the QDQ int8 graph of ``model_proto`` (options ``calibration``, ``cache_dir``).

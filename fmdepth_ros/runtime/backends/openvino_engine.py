@@ -21,7 +21,7 @@ class OpenVinoEngine(Engine):
     backend = 'openvino'
     precisions = ('fp32', 'bf16', 'fp16', 'int8')
 
-    def _build(self, data):
+    def _check_available(self):
         try:
             import openvino as ov
         except ImportError:
@@ -29,11 +29,16 @@ class OpenVinoEngine(Engine):
                                      'installs it)') from None
         if self.device.type != 'cpu':
             raise BackendUnavailable(f'the OpenVINO backend runs on the CPU, not {self.device}')
-        core = ov.Core()
-        capabilities = core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES')
+        self._core = ov.Core()
+        capabilities = self._core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES')
         if CAPABILITIES[self.precision] not in capabilities:
             raise BackendUnavailable(f'this CPU has no native {self.precision} in OpenVINO '
                                      f'(capabilities: {", ".join(capabilities)})')
+
+    def _build(self, data):
+        import openvino as ov
+
+        core = self._core
         config = {'INFERENCE_PRECISION_HINT': PRECISION_HINTS[self.precision],
                   'INFERENCE_NUM_THREADS': self.threads, 'PERFORMANCE_HINT': 'LATENCY',
                   'NUM_STREAMS': 1}

@@ -73,6 +73,8 @@ def test_calibration_inputs_are_the_predictors_network_inputs(frames_dir):
     network_input = as_network_input(inputs[-1])
     assert network_input.dtype == np.float32
     np.testing.assert_array_equal(network_input, expected.numpy())         # bitwise
+    with pytest.raises(ValueError, match='uint8 grey levels'):
+        as_network_input(network_input)                  # float frames would be divided twice
     grey = inputs[0][0]                                  # frame 0 was written grey
     assert np.array_equal(grey[0], grey[1]) and np.array_equal(grey[1], grey[2])
     assert len(calibration_inputs(root, 64, 192)) == 12          # fewer than the default 32

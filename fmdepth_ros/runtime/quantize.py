@@ -86,8 +86,20 @@ def calibration_inputs(source, height, width, count=DEFAULT_CALIBRATION_FRAMES):
 
 
 def as_network_input(levels):
-    """[1, 3, h, w] uint8 grey levels -> the float32 network input ``levels / 255``."""
-    return np.asarray(levels, dtype=np.float32) / np.float32(255.0)
+    """[1, 3, h, w] uint8 grey levels -> the float32 network input ``levels / 255``.
+
+    Anything but uint8 is a ValueError: float frames already in [0, 1] would be divided again.
+    """
+    levels = _check_levels(levels)
+    return levels.astype(np.float32) / np.float32(255.0)
+
+
+def _check_levels(levels):
+    levels = np.asarray(levels)
+    if levels.dtype != np.uint8:
+        raise ValueError('int8 calibration frames must be the uint8 grey levels that '
+                         f'calibration_inputs() returns, got {levels.dtype}')
+    return levels
 
 
 class _Reader:
@@ -104,7 +116,7 @@ class _Reader:
 def quantize_depth_graph(model_proto, inputs):
     """Return the int8 QDQ ``onnx.ModelProto`` of the float depth graph ``model_proto``.
 
-    ``inputs``: calibration network inputs (:func:`calibration_inputs`). Raises
+    ``inputs``: calibration frames, uint8 grey levels (:func:`calibration_inputs`). Raises
     ``BackendUnavailable`` when onnxruntime's quantisation is missing or fails.
     """
     try:
@@ -117,6 +129,8 @@ def quantize_depth_graph(model_proto, inputs):
                                  'scripts/setup_env.sh installs it') from None
     if not inputs:
         raise BackendUnavailable('int8 calibration: no calibration frames')
+    for levels in inputs:
+        _check_levels(levels)
     initializers = {i.name for i in model_proto.graph.initializer}
     name = [i.name for i in model_proto.graph.input if i.name not in initializers][0]
     with tempfile.TemporaryDirectory(prefix='fmdepth-int8-') as tmp:
@@ -151,7 +165,7 @@ def quantization_key(model_proto, inputs):
     import onnxruntime
     digest = hashlib.sha256(model_proto.SerializeToString())
     for array in inputs:
-        digest.update(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+        digest.update(np.ascontiguousarray(as_network_input(array)).tobytes())
     digest.update(f'|onnxruntime {onnxruntime.__version__}|qdq-u8s8-minmax'.encode())
     return digest.hexdigest()
 

@@ -135,7 +135,8 @@ def run(args):
     from tqdm import tqdm
 
     from fmdepth_ros.checkpoint import CheckpointError, load_checkpoint
-    from fmdepth_ros.runtime.backends import create_depth_predictor, engine_options
+    from fmdepth_ros.runtime.backends import (create_depth_predictor, engine_options,
+                                              INT8_BACKENDS)
     from fmdepth_ros.runtime.inference import select_device
 
     inputs = list_inputs(args.input)
@@ -159,8 +160,8 @@ def run(args):
         raise CliError(str(exc)) from None
     calibration = None
     if args.precision == 'int8':
-        if args.backend in ('torch', 'tensorrt'):
-            raise CliError(f'--precision int8 runs on --backend onnxruntime or openvino, '
+        if args.backend not in ('auto',) + INT8_BACKENDS:
+            raise CliError(f'--precision int8 runs on --backend {" or ".join(INT8_BACKENDS)}, '
                            f'not {args.backend}')
         calibration = int8_calibration(args.calibration, cfg)
     predictor = create_depth_predictor(model.depth_net, cfg, args.backend, device=device,

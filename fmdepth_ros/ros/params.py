@@ -11,6 +11,7 @@ import math
 from typing import Any, Optional, Tuple
 
 from fmdepth_ros.ros.model_setup import MIN_INPUT_SIZE
+from fmdepth_ros.runtime.backends import INT8_BACKENDS
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 DEFAULT_BASE_TO_CAMERA = [0.0, 0.0, 0.0, -math.pi / 2, 0.0, -math.pi / 2]
@@ -28,6 +29,9 @@ class Param:
     choices: Optional[Tuple[str, ...]] = None
     step: float = 0
 
+
+#: backend values that may run precision int8
+INT8_CHOICES = ('auto',) + INT8_BACKENDS
 
 PARAMS = (
     # model and device (fixed at start-up)
@@ -206,8 +210,8 @@ def validate(values):
                     f'pixels, got {value}')
         if name in ('odom_frame', 'base_frame') and not str(value).strip():
             return f'{name} must not be empty'
-    if values.get('precision') == 'int8' and values.get('backend') in ('torch', 'tensorrt'):
-        return (f'precision int8 runs on the onnxruntime or openvino backend (or auto), '
+    if values.get('precision') == 'int8' and values.get('backend') not in INT8_CHOICES:
+        return (f'precision int8 runs on the {" or ".join(INT8_BACKENDS)} backend (or auto), '
                 f'not {values["backend"]}')
     if values.get('min_depth', 0.0) >= values.get('max_depth', math.inf):
         return (f'min_depth ({values["min_depth"]}) must be smaller than '

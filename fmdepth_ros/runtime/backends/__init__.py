@@ -20,6 +20,8 @@ LOGGER = logging.getLogger(__name__)
 
 BACKENDS = ('torch', 'onnxruntime', 'openvino', 'tensorrt')
 CHOICES = ('auto',) + BACKENDS
+#: the backends that run int8 (on the CPU); ``auto`` picks among them when int8 is asked for
+INT8_BACKENDS = ('onnxruntime', 'openvino')
 #: a backend that cannot run falls back to the next one of this list
 FALLBACK_ORDER = ('tensorrt', 'onnxruntime', 'openvino', 'torch')
 
@@ -58,7 +60,7 @@ def default_precision(backend, device):
 def engine_options(weights='', calibration=None):
     """Engine keywords for a weights file: TensorRT engines and int8 graphs are cached beside it.
 
-    ``calibration``: int8 calibration network inputs (:func:`runtime.quantize.
+    ``calibration``: int8 calibration frames (uint8 grey levels, :func:`runtime.quantize.
     calibration_inputs`), needed by the int8 precision of onnxruntime and OpenVINO.
     """
     import os

@@ -89,7 +89,8 @@ def candidates(device, precision='auto'):
         found += [('onnxruntime', 'fp32', False), ('openvino', 'fp32', False)]
         found += [('openvino', 'bf16', False)] if bf16 else []
         if precision == 'int8':     # lossy: only when asked for (needs calibration frames)
-            found += [('onnxruntime', 'int8', False), ('openvino', 'int8', False)]
+            from fmdepth_ros.runtime.backends import INT8_BACKENDS
+            found += [(backend, 'int8', False) for backend in INT8_BACKENDS]
     return [c for c in found if precision in ('auto', c[1])]
 
 

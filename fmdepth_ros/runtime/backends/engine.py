@@ -63,10 +63,10 @@ class Engine:
     def _int8_graph(self):
         """Return the QDQ int8 graph of ``model_proto`` (options ``calibration``, ``cache_dir``).
 
-        ``calibration``: a list of network-input arrays (:func:`runtime.quantize.
-        calibration_inputs`); without it int8 is unavailable. The graph is cached in
-        ``cache_dir`` (beside the weights; ``stem`` names the file) unless ``persist`` is
-        False (refits).
+        ``calibration``: a list of calibration frames, uint8 grey levels
+        (:func:`runtime.quantize.calibration_inputs`); without it int8 is unavailable. The
+        graph is cached in ``cache_dir`` (beside the weights; ``stem`` names the file) unless
+        ``persist`` is False (refits).
         """
         from fmdepth_ros.errors import BackendUnavailable
         from fmdepth_ros.runtime.quantize import cached_quantized_graph

@@ -94,6 +94,7 @@ class RefineConfig:
     #                                   'decoder' (depth decoder only: cheaper, less effective)
     guard: bool = True                # revert when the refined loss gets worse or non-finite
     batchnorm: str = 'eval'           # BatchNorm during the steps: 'eval' or 'train' (batch)
+    min_motion: float = 0.0           # skip windows whose frames differ less (0: refine all)
     queue_size: int = 2
 
 

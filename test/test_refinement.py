@@ -192,3 +192,37 @@ def test_online_refiner_configure_validates(cfg):
     refiner.configure(enabled=False)
     refiner.submit({'images': np.zeros((3, 64, 192, 3), np.uint8), 'K': np.eye(3)})
     assert refiner.stats()['submitted'] == 0
+
+
+def test_window_motion_is_the_largest_difference_to_the_target():
+    """window_motion: the largest mean |source - target|; the target may be anywhere."""
+    from fmdepth_ros.runtime.refinement import window_motion
+    target = torch.full((3, 4, 6), 0.5)
+    images = torch.stack([target, target + 0.02, target - 0.05])        # ids (0, -1, 1)
+    assert window_motion(images, (0, -1, 1)) == pytest.approx(0.05)
+    assert window_motion(images[[1, 0, 2]], (-1, 0, 1)) == pytest.approx(0.05)
+    assert window_motion(torch.stack([target] * 3), (0, -1, 1)) == 0.0
+
+
+def test_online_refiner_skips_windows_of_a_camera_standing_still(cfg, window):
+    """Under min_motion a window is counted as static, not refined; NaN reaches the guard."""
+    model = _model(cfg)
+    refiner = OnlineRefiner(model, cfg, queue_size=4)
+    refiner.configure(iterations=1, min_motion=0.01)
+    still = {'images': np.repeat(window['images'][:1], 3, axis=0), 'K': window['K']}
+    nan_window = {'images': window['images'].astype(np.float32).transpose(0, 3, 1, 2) / 255.0,
+                  'K': window['K']}
+    nan_window['images'][:, :, :2, :2] = np.nan
+    refiner.start()
+    try:
+        for w in (still, window, nan_window):
+            refiner.submit(w)
+            assert refiner.wait_idle(600.0)
+        stats = refiner.stats()
+    finally:
+        refiner.stop()
+    assert stats['static'] == 1 and stats['processed'] == 2 and stats['errors'] == 0
+    assert stats['reverted'] >= 1                        # the NaN window
+    assert stats['min_motion'] == 0.01
+    with pytest.raises(ValueError):
+        refiner.configure(min_motion=-0.1)

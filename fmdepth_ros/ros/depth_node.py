@@ -76,7 +76,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 RUNTIME_SCALE = ('scale_mode', 'scale_factor', 'camera_height')
 RUNTIME_REFINE = {'refine': 'enabled', 'refine_iterations': 'iterations', 'refine_lr': 'lr',
                   'refine_target': 'target', 'refine_guard': 'guard',
-                  'refine_batchnorm': 'batchnorm'}
+                  'refine_batchnorm': 'batchnorm', 'refine_min_motion': 'min_motion'}
 
 
 class DepthNode(LifecycleNode):

@@ -153,6 +153,12 @@ PARAMS = (
           "eval (running statistics) or train (the window's statistics; running statistics "
           'adapt to the camera)', choices=('eval', 'train')),
     Param('refine_every', 2, 'submit a refinement window every N frames', range=(1, 10000)),
+    # measured on the end of a KITTI city drive where the car creeps to a stop (window motion
+    # 0.003-0.017): refining there raises the error, at 0.01 too; 0.02 skips it and keeps every
+    # window of the drive's moving part (0.02-0.05) (docs/training.md, "a camera standing still")
+    Param('refine_min_motion', 0.02, 'skip a refinement window whose frames differ from its '
+          'target by less than this mean absolute grey level (0-1; a camera standing still); '
+          '0: refine every window', range=(0.0, 1.0)),
     Param('refine_queue_size', 2, 'refinement queue length (the oldest window is dropped)',
           range=(1, 100), read_only=True),
     Param('diagnostics_period', 1.0, 'seconds between /diagnostics messages',

@@ -120,7 +120,8 @@ def evaluate_bag(checkpoint, bag, refine_steps=0, json_path=None, output=None,
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-REFINER_COUNTERS = ('processed', 'improved', 'reverted', 'swaps', 'dropped', 'errors')
+REFINER_COUNTERS = ('processed', 'static', 'improved', 'reverted', 'swaps', 'dropped',
+                    'errors')
 
 
 def _refiner_counts(stats, previous) -> Dict:
@@ -139,12 +140,13 @@ def format_passes(result) -> str:
     lines = [f"bag {result['bag']}: {len(result['passes'])} passes through one node"]
     names = ('abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'a1')
     lines.append(f'{"pass":>4}  ' + '  '.join(f'{n:>8}' for n in names)
-                 + '  windows  swaps  reverted  wall_s')
+                 + '  windows  static  swaps  reverted  wall_s')
     for row in result['passes']:
         depth, ref = row.get('depth') or {}, row.get('refiner') or {}
         values = '  '.join(f'{depth[n]:8.4f}' if n in depth else f'{"-":>8}' for n in names)
         lines.append(f'{row["pass_index"]:>4}  {values}  {ref.get("processed", 0):>7}  '
-                     f'{ref.get("swaps", 0):>5}  {ref.get("reverted", 0):>8}  '
+                     f'{ref.get("static", 0):>6}  {ref.get("swaps", 0):>5}  '
+                     f'{ref.get("reverted", 0):>8}  '
                      f'{row["wall_s"]:>6.1f}')
     return '\n'.join(lines)
 

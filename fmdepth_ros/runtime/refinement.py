@@ -296,10 +296,9 @@ class OnlineRefiner:
         if not settings['enabled'] or settings['iterations'] == 0:
             return
         batch = window_to_batch(window)
-        # A camera standing still (or creeping) gives windows the photometric loss explains
-        # best by pushing the scene far away; refining on them degrades the model (measured on
-        # the stationary end of a KITTI city drive, docs/training.md). NaN is not skipped:
-        # the guard reverts it.
+        # Measured: refining on the windows of a camera creeping to a stop raised the error of a
+        # KITTI city drive (docs/training.md); a near-identity warp is explained as well by a
+        # far scene as by the right one (reasoned). NaN is not skipped: the guard reverts it.
         motion = window_motion(batch['images'][0], self.cfg.model.frame_ids)
         with self._lock:
             self._stats['last_motion'] = motion

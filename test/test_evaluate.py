@@ -247,6 +247,7 @@ def test_real_kitti_depth_png_gt(setup, capsys):
 @pytest.mark.skipif(importlib.util.find_spec('onnxruntime') is None
                     or importlib.util.find_spec('onnxscript') is None,
                     reason='onnxruntime / onnxscript not installed (scripts/setup_env.sh)')
+@pytest.mark.slow   # 9-24 s of int8 quantisation: full suite only
 def test_evaluate_backend_rows_match_torch_and_int8_needs_calibration(setup, tmp_path, capsys):
     """--backend onnxruntime fp32 scores as torch; int8 (calibrated) close; bad uses refused."""
     base = ['evaluate', '--checkpoint', str(setup['ckpt']), '--data', str(setup['data']),

@@ -89,6 +89,7 @@ def test_calibration_errors_are_one_line(tmp_path):
         calibration_inputs(tmp_path, 64, 192)
 
 
+@pytest.mark.slow   # 9-24 s of int8 quantisation: full suite only
 @pytest.mark.parametrize('backend', ONNX_BACKENDS)
 def test_int8_backend_is_quantised_close_to_fp32_and_cached(model_and_graph, frames_dir,
                                                             backend, tmp_path, caplog):
@@ -163,6 +164,7 @@ def test_an_unavailable_runtime_is_refused_before_quantising(model_and_graph, fr
         Unavailable(proto, 'cpu', 'int8', 1)       # no calibration: would fail on that first
 
 
+@pytest.mark.slow   # 9-24 s of int8 quantisation: full suite only
 def test_int8_refit_quantises_the_refined_weights_in_memory(model_and_graph, frames_dir,
                                                             tmp_path):
     """Refit (load_depth_state) an int8 engine: the new weights' int8 depth, no cache file."""

@@ -379,6 +379,7 @@ def test_unknown_precision_is_a_startup_error():
 @pytest.mark.skipif(importlib.util.find_spec('openvino') is None
                     or importlib.util.find_spec('onnxscript') is None,
                     reason='openvino / onnxscript not installed (scripts/setup_env.sh)')
+@pytest.mark.slow   # 9-24 s of int8 quantisation: full suite only
 def test_int8_on_openvino_calibrates_on_the_folder_and_serves_depth(seq, tmp_path,
                                                                     monkeypatch):
     """precision:=int8 backend:=openvino int8_calibration:=DIR: an int8 engine serves depth."""

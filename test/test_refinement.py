@@ -224,5 +224,6 @@ def test_online_refiner_skips_windows_of_a_camera_standing_still(cfg, window):
     assert stats['static'] == 1 and stats['processed'] == 2 and stats['errors'] == 0
     assert stats['reverted'] >= 1                        # the NaN window
     assert stats['min_motion'] == 0.01
+    assert math.isnan(stats['last_motion'])            # the NaN window came last
     with pytest.raises(ValueError):
         refiner.configure(min_motion=-0.1)

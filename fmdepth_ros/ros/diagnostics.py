@@ -95,9 +95,9 @@ def build_diagnostics(name, stamp, stats, device, refine, refine_on, warnings, i
               ('scale', scale), ('refinement', 'on' if refine_on else 'off'),
               ('weight_swaps', stats.swaps)]
     values += [(f'inference_{key}', value) for key, value in (inference or {}).items()]
-    for key in ('processed', 'improved', 'reverted', 'static', 'dropped', 'queue', 'busy',
-                'last_loss_before', 'last_loss_after', 'last_seconds', 'target', 'iterations',
-                'lr', 'errors'):
+    for key in ('processed', 'improved', 'reverted', 'static', 'last_motion', 'dropped',
+                'queue', 'busy', 'last_loss_before', 'last_loss_after', 'last_seconds', 'target',
+                'iterations', 'lr', 'errors'):
         if key in refine:
             values.append((f'refine_{key}', refine[key]))
     values += [(f'warnings_{kind}', count) for kind, count in sorted(warnings.items())]
